@@ -1,0 +1,59 @@
+/*
+ * infer.h: the reference inference core (llama family, qwen2).
+ *
+ * A qe_infer is a runnable model: borrowed weights (qe_model), a KV cache
+ * of n_ctx positions, and scratch buffers.  Prefill goes through batched
+ * matrix-matrix products (each weight tile dequantized once per batch);
+ * attention and softmax are f32; reductions have a fixed order so logits
+ * are bit-identical for any thread count.
+ *
+ * Must not hold: file formats, tokenization rules, evaluation protocols
+ * (those are in ppl.h and harness/eval).
+ */
+#ifndef QE_INFER_H
+#define QE_INFER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../util/common.h"
+
+struct qe_model;
+
+typedef struct qe_infer qe_infer;
+
+typedef struct qe_infer_opts {
+    int n_ctx;      /* KV capacity in positions (default 512 if 0) */
+    int n_threads;  /* 0 = OpenMP default */
+    int n_batch;    /* max tokens per forward call chunk (default n_ctx) */
+} qe_infer_opts;
+
+/* Errors: unknown architecture (message lists supported ones), missing or
+ * mis-shaped tensors, types without a dequantizer. */
+qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_err *err);
+void qe_infer_free(qe_infer *inf);
+
+/* Architectures the core runs, e.g. "llama, qwen2". */
+const char *qe_infer_supported_archs(void);
+
+/* Number of positions currently in the KV cache. */
+int qe_infer_n_past(const qe_infer *inf);
+/* Drop cached positions >= n_past (0 clears). */
+void qe_infer_rewind(qe_infer *inf, int n_past);
+int qe_infer_n_vocab(const qe_infer *inf);
+
+/*
+ * Run n tokens at positions n_past .. n_past+n-1, appending them to the
+ * KV cache.  If logits != NULL, writes logits (f32, n_vocab each) for the
+ * positions i >= logits_from (0-based within this call), row-major:
+ * logits[(i - logits_from) * n_vocab + v].
+ */
+int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, float *logits,
+                  qe_err *err);
+
+/* Greedy decode: feed prompt, then generate up to n_max tokens, stopping
+ * at end-of-generation tokens.  *out malloc'd (caller frees). */
+int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,
+                             int32_t **out, int *n_out, qe_err *err);
+
+#endif /* QE_INFER_H */

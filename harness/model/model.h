@@ -1,0 +1,117 @@
+/*
+ * model.h: a loaded model = hyperparameters + tokenizer + named tensors,
+ * whatever the file format (GGUF, safetensors dir + config.json +
+ * tokenizer.json, llama2.c .bin + tokenizer.bin).
+ *
+ * Tensor names and layouts follow GGUF's canonical convention so that
+ * everything downstream (quant recipes, the forward pass) sees one shape:
+ *   token_embd.weight      (n_vocab, n_embd)      ne = {n_embd, n_vocab}
+ *   output_norm.weight     (n_embd)
+ *   output.weight          (n_vocab, n_embd)      absent when tied
+ *   blk.N.attn_norm.weight (n_embd)
+ *   blk.N.attn_q.weight    (n_head*head_dim, n_embd)
+ *   blk.N.attn_k.weight    (n_head_kv*head_dim, n_embd)
+ *   blk.N.attn_v.weight    (n_head_kv*head_dim, n_embd)
+ *   blk.N.attn_q.bias ...  (qwen2 only)
+ *   blk.N.attn_output.weight (n_embd, n_head*head_dim)
+ *   blk.N.ffn_norm.weight  (n_embd)
+ *   blk.N.ffn_gate.weight  (n_ff, n_embd)
+ *   blk.N.ffn_up.weight    (n_ff, n_embd)
+ *   blk.N.ffn_down.weight  (n_embd, n_ff)
+ * ne[0] is always the contiguous row length (input features).  Q/K rows
+ * of HF llama checkpoints are permuted on load as convert_hf_to_gguf.py
+ * does, so llama-family models always use "normal" (adjacent-pair) RoPE;
+ * qwen2 uses NeoX RoPE.
+ */
+#ifndef QE_MODEL_H
+#define QE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/common.h"
+
+struct qe_gguf;
+struct qe_tokenizer;
+
+enum qe_rope_kind { QE_ROPE_NORM = 0, QE_ROPE_NEOX = 2 };
+enum qe_rope_scaling { QE_ROPE_SCALING_NONE = 0, QE_ROPE_SCALING_LINEAR = 1, QE_ROPE_SCALING_LLAMA3 = 2 };
+enum qe_model_format { QE_FMT_GGUF = 1, QE_FMT_SAFETENSORS = 2, QE_FMT_LLAMA2C = 3 };
+
+typedef struct qe_config {
+    char arch[32];        /* "llama", "qwen2" */
+    char name[128];       /* general.name or file stem */
+    int n_vocab;
+    int n_embd;
+    int n_ff;
+    int n_layer;
+    int n_head;
+    int n_head_kv;
+    int head_dim;         /* n_embd / n_head unless the metadata says otherwise */
+    int n_rot;            /* rope dimension count (<= head_dim) */
+    int n_ctx_train;
+    float rms_eps;
+    float rope_freq_base;
+    float rope_freq_scale;   /* 1/linear factor; 1.0 = none */
+    int rope_kind;           /* enum qe_rope_kind */
+    int rope_scaling;        /* enum qe_rope_scaling */
+    float rope_llama3_factor, rope_llama3_low_freq, rope_llama3_high_freq;
+    int rope_llama3_orig_ctx;
+    bool tied_output;        /* output.weight absent: reuse token_embd */
+    bool has_qkv_bias;
+    int file_type;           /* general.file_type, -1 if unknown */
+} qe_config;
+
+typedef struct qe_tensor {
+    char name[96];
+    int type;            /* qe_type */
+    uint32_t n_dims;
+    int64_t ne[4];
+    const void *data;    /* view (mmap or owned buffer) */
+    uint64_t nbytes;
+    void *owned;         /* non-NULL if the model owns the data (freed) */
+} qe_tensor;
+
+typedef struct qe_model {
+    qe_config cfg;
+    struct qe_tokenizer *tok;   /* owned unless tok_borrowed */
+    bool tok_borrowed;
+    int n_tensors;
+    qe_tensor *tensors;
+    int format;                 /* enum qe_model_format */
+    char path[512];
+    uint64_t file_nbytes;       /* sum of source file sizes */
+    struct qe_gguf *gguf;       /* owned, for GGUF models (metadata access) */
+    void *priv;                 /* loader-private (maps) */
+} qe_model;
+
+/*
+ * Load by sniffing: GGUF magic -> GGUF; a directory or *.safetensors ->
+ * safetensors (config.json and tokenizer.json beside it); otherwise
+ * llama2.c .bin (tokenizer: opts->tokenizer_path, or tokenizer.bin /
+ * tok<N>.bin beside the model).
+ */
+typedef struct qe_load_opts {
+    const char *tokenizer_path; /* optional override */
+} qe_load_opts;
+
+qe_model *qe_model_load(const char *path, const qe_load_opts *opts, qe_err *err);
+void qe_model_free(qe_model *m);
+
+const qe_tensor *qe_model_tensor(const qe_model *m, const char *name);
+/* "blk.%d.<suffix>" helper; NULL if absent. */
+const qe_tensor *qe_model_layer_tensor(const qe_model *m, int layer, const char *suffix);
+
+/* Parameter count over all tensors, and total tensor bytes. */
+uint64_t qe_model_n_params(const qe_model *m);
+uint64_t qe_model_tensor_nbytes(const qe_model *m);
+
+/* Validate shapes against cfg (every required tensor present, right ne). */
+int qe_model_validate(const qe_model *m, qe_err *err);
+
+/* New model sharing cfg and (borrowed) tokenizer, with an empty tensor
+ * table of capacity n; used to build quantized variants in memory. */
+qe_model *qe_model_new_like(const qe_model *ref, int n_tensors_cap, qe_err *err);
+
+#endif /* QE_MODEL_H */

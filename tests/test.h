@@ -1,0 +1,91 @@
+/*
+ * test.h: the qeval test framework: three macros in one binary per module
+ * (after hiredis).  Each test binary prints one line per failed check and
+ * ends with "RESULT <binary> passed=N failed=M"; tests/run.sh sums those
+ * into the final "N passed, N failed" line.
+ *
+ *   TEST(name) { CHECK(x == 1); CHECKF(y < 2, "y=%d", y); }
+ *   int main(void) { RUN(name); return test_finish(); }
+ *
+ * A test counts as failed if any of its checks failed.  Tests that need
+ * ../shared assets use test_asset("testdata/llamacpp/x.gguf"), which
+ * resolves against $QEVAL_ASSETS (default ../shared).
+ */
+#ifndef QE_TEST_H
+#define QE_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_n_pass, test_n_fail, test_cur_failed;
+static const char *test_cur_name;
+
+#define TEST(name) static void name(void)
+
+#define CHECK(cond) CHECKF(cond, "%s", "")
+
+#define CHECKF(cond, ...)                                                                   \
+    do {                                                                                    \
+        if (!(cond)) {                                                                      \
+            test_cur_failed = 1;                                                            \
+            fprintf(stdout, "  FAIL %s (%s:%d): %s: ", test_cur_name, __FILE__, __LINE__,   \
+                    #cond);                                                                 \
+            fprintf(stdout, __VA_ARGS__);                                                   \
+            fputc('\n', stdout);                                                            \
+        }                                                                                   \
+    } while (0)
+
+/* Like CHECKF but stops the test (use when later checks would crash). */
+#define REQUIRE(cond, ...)                                                                  \
+    do {                                                                                    \
+        CHECKF(cond, __VA_ARGS__);                                                          \
+        if (!(cond))                                                                        \
+            return;                                                                         \
+    } while (0)
+
+#define RUN(name) test_run(#name, name)
+
+static inline void test_run(const char *name, void (*fn)(void))
+{
+    test_cur_name = name;
+    test_cur_failed = 0;
+    fn();
+    if (test_cur_failed) {
+        test_n_fail++;
+        fprintf(stdout, "not ok  %s\n", name);
+    } else {
+        test_n_pass++;
+        fprintf(stdout, "ok      %s\n", name);
+    }
+    fflush(stdout);
+}
+
+static inline int test_finish_named(const char *bin)
+{
+    fprintf(stdout, "RESULT %s passed=%d failed=%d\n", bin, test_n_pass, test_n_fail);
+    return test_n_fail ? 1 : 0;
+}
+#define test_finish() test_finish_named(__FILE__)
+
+/* Path of an asset under $QEVAL_ASSETS (static buffer, rotates 8). */
+static inline const char *test_asset(const char *rel)
+{
+    static char bufs[8][1024];
+    static int k;
+    const char *root = getenv("QEVAL_ASSETS");
+    if (!root || !*root)
+        root = "../shared";
+    char *b = bufs[k++ & 7];
+    snprintf(b, sizeof bufs[0], "%s/%s", root, rel);
+    return b;
+}
+
+static inline int test_close(double a, double b, double rel)
+{
+    double d = fabs(a - b), m = fabs(b) > 1e-30 ? fabs(b) : 1.0;
+    return d <= rel * m;
+}
+
+#endif /* QE_TEST_H */
