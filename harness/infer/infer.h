@@ -22,10 +22,19 @@ struct qe_model;
 
 typedef struct qe_infer qe_infer;
 
+/* Optional observer of matrix products, for imatrix collection: called
+ * once per weight matmul with the f32 input activations x, n_tokens rows of
+ * n_in values (n_in = the weight's ne[0]).  weight_name is the canonical
+ * tensor name ("blk.3.ffn_down.weight", "output.weight"). */
+typedef void (*qe_matmul_hook)(void *ud, const char *weight_name, const float *x, int n_tokens,
+                               int n_in);
+
 typedef struct qe_infer_opts {
     int n_ctx;      /* KV capacity in positions (default 512 if 0) */
     int n_threads;  /* 0 = OpenMP default */
     int n_batch;    /* max tokens per forward call chunk (default n_ctx) */
+    qe_matmul_hook hook; /* optional */
+    void *hook_ud;
 } qe_infer_opts;
 
 /* Errors: unknown architecture (message lists supported ones), missing or
