@@ -84,6 +84,7 @@ typedef struct qe_type_traits {
     qe_from_float_fn from_float_ref;  /* scalar reference quantizer */
     qe_vec_dot_fn vec_dot;            /* x (this type) . y (vec_dot_type) */
     qe_type vec_dot_type;
+    qe_vec_dot_fn vec_dot_ref;        /* scalar reference dot (fixed order) */
 } qe_type_traits;
 
 /* Row of the traits table, or NULL if `t` is not a known ggml type id. */
@@ -102,5 +103,21 @@ double qe_type_bpw(int t);
 void qe_quant_init(void);
 /* "avx512", "avx2" or "ref": the level chosen. */
 const char *qe_quant_simd_level(void);
+/* Re-register the kernels at level "ref", "avx2" or "avx512" (tests and
+ * benchmarks); QE_EUNSUPPORTED if the CPU cannot run it.  Not thread-safe:
+ * call while no kernels run. */
+int qe_quant_set_simd_level(const char *level);
+
+/*
+ * Quantize nrows rows of n_per_row floats (row-major, src) into dst
+ * (nrows * qe_type_row_nbytes(type, n_per_row) bytes, caller-owned) with
+ * the type's reference quantizer, OpenMP over rows (n_threads; the result
+ * does not depend on it).  imatrix: n_per_row importance weights (mean x^2
+ * per column, shared by all rows) or NULL.  Errors: QE_ETYPE unknown type,
+ * QE_EUNSUPPORTED no quantizer, QE_ESHAPE row not a multiple of the block,
+ * QE_ENAN non-finite input (message names the first bad row).
+ */
+int qe_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                     const float *imatrix, int n_threads, qe_err *err);
 
 #endif /* QE_QUANT_H */

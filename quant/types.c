@@ -8,10 +8,11 @@
 #include "quant.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* Defined in the format files; fills the kernel pointers of `tab`. */
-void qe_quant_register_kernels(qe_type_traits *tab);
+#include "quant_internal.h"
 
 static qe_type_traits g_traits[QE_TYPE_COUNT] = {
     [QE_TYPE_F32] = {"f32", 1, 4, false, 0, 0, 0, 0, QE_TYPE_F32},
@@ -96,10 +97,122 @@ double qe_type_bpw(int t)
     return 8.0 * (double)g_traits[t].type_size / (double)g_traits[t].blck_size;
 }
 
+/* ---- kernel registration and SIMD dispatch ------------------------ */
+
+static const char *g_simd_level = "ref";
+
+/* Highest level this CPU supports: 2 = avx512 (F+BW+VL), 1 = avx2+fma+f16c,
+ * 0 = none. */
+static int cpu_simd_level(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return 1;
+#endif
+    return 0;
+}
+
+static void register_all(int level)
+{
+    qe_register_float(g_traits);
+    qe_register_legacy(g_traits);
+    qe_register_k(g_traits);
+    qe_register_iq(g_traits);
+    g_simd_level = "ref";
+    if (level >= 1) {
+        qe_register_avx2(g_traits);
+        g_simd_level = "avx2";
+    }
+    if (level >= 2) {
+        qe_register_avx512(g_traits);
+        g_simd_level = "avx512";
+    }
+}
+
+static void quant_init_once(void)
+{
+    int level = cpu_simd_level();
+    const char *force = getenv("QEVAL_SIMD");
+    if (force && *force) {
+        int want = !strcmp(force, "ref") ? 0 : !strcmp(force, "avx2") ? 1
+                 : !strcmp(force, "avx512") ? 2 : level;
+        if (want < level)
+            level = want; /* never above what the CPU can run */
+    }
+    register_all(level);
+    g_inited = true;
+}
+
+/* Thread-safe: the first caller registers, concurrent callers wait. */
 void qe_quant_init(void)
 {
-    if (g_inited)
-        return;
-    g_inited = true;
-    qe_quant_register_kernels(g_traits);
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, quant_init_once);
+}
+
+int qe_quant_set_simd_level(const char *level)
+{
+    if (!g_inited)
+        qe_quant_init();
+    int want = !strcmp(level, "ref") ? 0 : !strcmp(level, "avx2") ? 1
+             : !strcmp(level, "avx512") ? 2 : -1;
+    if (want < 0 || want > cpu_simd_level())
+        return QE_EUNSUPPORTED;
+    register_all(want);
+    return 0;
+}
+
+const char *qe_quant_simd_level(void)
+{
+    if (!g_inited)
+        qe_quant_init();
+    return g_simd_level;
+}
+
+/* ---- many rows ------------------------------------------------------ */
+
+int qe_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                     const float *imatrix, int n_threads, qe_err *err)
+{
+    const qe_type_traits *tt = qe_type_get(type);
+    if (!tt)
+        return qe_err_set(err, QE_ETYPE, "quantize: unknown type id %d", type);
+    if (!tt->from_float_ref)
+        return qe_err_set(err, QE_EUNSUPPORTED, "quantize: type %s has no quantizer", tt->name);
+    if (nrows < 0 || n_per_row <= 0)
+        return qe_err_set(err, QE_EINVAL, "quantize %s: bad shape %lld x %lld", tt->name,
+                          (long long)nrows, (long long)n_per_row);
+    size_t row_nbytes = qe_type_row_nbytes(type, n_per_row);
+    if (!row_nbytes)
+        return qe_err_set(err, QE_ESHAPE,
+                          "quantize %s: row length %lld is not a multiple of the block size %lld",
+                          tt->name, (long long)n_per_row, (long long)tt->blck_size);
+    int64_t bad_row = -1;
+    int bad_rc = 0;
+    if (n_threads < 1)
+        n_threads = 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (nrows > 1)
+    for (int64_t r = 0; r < nrows; r++) {
+        int rc = tt->from_float_ref(src + r * n_per_row, (uint8_t *)dst + (size_t)r * row_nbytes,
+                                    n_per_row, imatrix);
+        if (rc) {
+#pragma omp critical(qe_quantize_rows_err)
+            {
+                if (bad_row < 0 || r < bad_row) {
+                    bad_row = r;
+                    bad_rc = rc;
+                }
+            }
+        }
+    }
+    if (bad_row >= 0)
+        return qe_err_set(err, bad_rc, "quantize %s: row %lld holds NaN or Inf", tt->name,
+                          (long long)bad_row);
+    return 0;
 }

@@ -1,12 +1,196 @@
-/* cmd_eval.c: placeholder until the command lands. */
+/*
+ * cmd_eval.c: `qeval eval MODEL (--tasks a,b | --suite S) [--limit N]
+ * [--reference REF] [--threads N] [--ctx N] [--verbose]`.  Thin printing
+ * over harness/eval: each task runs on MODEL (and on REF when given, on
+ * the same items), then one row per metric: value +- stderr, n, and the
+ * paired delta vs the reference with its p-value.  BOS handling of the
+ * two models is compared on every task's first prompt; a mismatch is an
+ * error (the numbers would not be comparable).
+ */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "../eval/lm.h"
+#include "../eval/stats.h"
+#include "../eval/task.h"
+#include "../model/model.h"
 #include "cli.h"
+
+static const char USAGE[] =
+    "usage: qeval eval MODEL (--tasks a,b | --suite S) [--limit N] [--reference REF]\n"
+    "                  [--threads N] [--ctx N] [--verbose]\n"
+    "  MODEL, REF   GGUF, safetensors dir or llama2.c .bin\n"
+    "  --tasks      comma-separated task names (see `qeval tasks`)\n"
+    "  --suite      a suite name (see `qeval suites`); its per-task limits apply\n"
+    "  --limit N    at most N items per task (perplexity: N windows); overrides the suite's\n"
+    "  --reference  also run REF on the same items: delta and paired p-value per metric\n"
+    "               (McNemar exact for accuracies, paired bootstrap otherwise)\n"
+    "  --ctx N      context window (default 512)    --threads N  OpenMP threads\n"
+    "  --verbose    log the first 16 token ids of every prompt to stderr\n"
+    "Results on stdout, progress on stderr.  Exit 0 ok, 2 usage or input error.\n";
+
+typedef struct ev_side {
+    qe_model *m;
+    qe_lm lm;
+    bool lm_ok;
+} ev_side;
+
+static int open_side(ev_side *s, const char *path, int ctx, int threads, qe_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->m = qe_model_load(path, NULL, err);
+    if (!s->m)
+        return err->code ? err->code : QE_EINVAL;
+    int rc = qe_lm_infer_init(&s->lm, s->m, ctx, threads, err);
+    s->lm_ok = rc == 0;
+    return rc;
+}
+
+static void close_side(ev_side *s)
+{
+    if (s->lm_ok)
+        qe_lm_free(&s->lm);
+    qe_model_free(s->m);
+}
 
 int qe_cmd_eval(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "qeval eval: not built yet\n");
-    return QE_EXIT_USAGE;
+    const char *model = NULL, *ref = NULL, *tasks = NULL, *suite = NULL;
+    long long limit = 0, ctx = 512, threads = 0;
+    bool verbose = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (qe_arg_help(argv[i])) {
+            fputs(USAGE, stdout);
+            return QE_EXIT_OK;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--tasks", NULL))) {
+            tasks = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--suite", NULL))) {
+            suite = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--reference", NULL))) {
+            ref = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--limit", NULL))) {
+            if (!qe_arg_int("--limit", v, 1, 100000000, &limit))
+                return QE_EXIT_USAGE;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--ctx", NULL))) {
+            if (!qe_arg_int("--ctx", v, 16, 1 << 20, &ctx))
+                return QE_EXIT_USAGE;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--threads", NULL))) {
+            if (!qe_arg_int("--threads", v, 0, 1024, &threads))
+                return QE_EXIT_USAGE;
+        } else if (i >= argc) {
+            return QE_EXIT_USAGE; /* qe_arg_value printed the missing value */
+        } else if (qe_arg_is_flag(argv[i], "--verbose")) {
+            verbose = true;
+        } else if (argv[i][0] == '-') {
+            return qe_usage_error("eval", "unknown option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return qe_usage_error("eval", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return qe_usage_error("eval", "missing MODEL");
+    if (!tasks == !suite)
+        return qe_usage_error("eval", "give exactly one of --tasks or --suite");
+
+    qe_err err = {0};
+    qe_suite *s = NULL;
+    if (suite) {
+        s = qe_suite_load_name(suite, &err);
+        if (!s)
+            return qe_report_error("eval", &err);
+    } else {
+        s = calloc(1, sizeof *s);
+        char *dup = strdup(tasks);
+        int cap = 1;
+        for (const char *p = tasks; *p; p++)
+            cap += *p == ',';
+        s->entries = calloc((size_t)cap, sizeof *s->entries);
+        char *save = NULL;
+        for (char *tk = strtok_r(dup, ",", &save); tk; tk = strtok_r(NULL, ",", &save))
+            qe_strlcpy(s->entries[s->n++].task, tk, sizeof s->entries[0].task);
+        free(dup);
+    }
+    /* load every spec before the (slow) model work */
+    qe_task **ts = calloc((size_t)s->n, sizeof *ts);
+    int rc = 0;
+    for (int k = 0; k < s->n && rc == 0; k++) {
+        ts[k] = qe_task_load_name(s->entries[k].task, &err);
+        if (!ts[k])
+            rc = err.code ? err.code : QE_EINVAL;
+    }
+    ev_side cand = {0}, refs = {0};
+    if (rc == 0)
+        rc = open_side(&cand, model, (int)ctx, (int)threads, &err);
+    if (rc == 0 && ref)
+        rc = open_side(&refs, ref, (int)ctx, (int)threads, &err);
+    if (rc == 0)
+        printf("%-20s %-22s %10s %9s %6s %10s %8s %8s\n", "task", "metric", "value", "stderr", "n",
+               ref ? "delta" : "", ref ? "p" : "", "fail");
+    for (int k = 0; k < s->n && rc == 0; k++) {
+        qe_eval_opts o = {.limit = limit ? (size_t)limit : s->entries[k].limit,
+                          .progress = true, .log = verbose ? stderr : NULL, .log_ids = 16};
+        qe_task_result rc_res, rr_res;
+        memset(&rr_res, 0, sizeof rr_res);
+        rc = qe_eval_task(&cand.lm, ts[k], &o, &rc_res, &err);
+        if (rc)
+            break;
+        if (ref) {
+            rc = qe_eval_task(&refs.lm, ts[k], &o, &rr_res, &err);
+            if (rc) {
+                qe_task_result_free(&rc_res);
+                break;
+            }
+            const qe_item *a = rc_res.n_items ? &rc_res.items[0] : NULL;
+            const qe_item *b = rr_res.n_items ? &rr_res.items[0] : NULL;
+            bool bos_a = a && a->n_head && a->head_ids[0] == cand.lm.bos;
+            bool bos_b = b && b->n_head && b->head_ids[0] == refs.lm.bos;
+            if (a && b && bos_a != bos_b) {
+                rc = qe_err_set(&err, QE_EFORMAT, "task %s: BOS handling differs: candidate "
+                                "prompt starts with %d (bos %d), reference with %d (bos %d)",
+                                ts[k]->name, a->head_ids[0], cand.lm.bos, b->head_ids[0],
+                                refs.lm.bos);
+            }
+        }
+        if (rc_res.skipped[0])
+            printf("%-20s %s\n", ts[k]->name, rc_res.skipped);
+        for (int m = 0; rc == 0 && !rc_res.skipped[0] && m < rc_res.n_metrics; m++) {
+            const qe_metric_result *mr = &rc_res.metrics[m];
+            char dl[32] = "", pv[32] = "", fr[32] = "";
+            if (ref && rr_res.n_metrics == rc_res.n_metrics) {
+                qe_paired pr;
+                qe_err e2 = {0};
+                if (qe_task_compare(ts[k], &rr_res, &rc_res, m, &pr, &e2) == 0) {
+                    bool ppl = ts[k]->metrics[m].agg != QE_AGG_MEAN;
+                    snprintf(dl, sizeof dl, ppl ? "%+.4f*" : "%+.4f",
+                             ppl ? pr.delta : mr->value - rr_res.metrics[m].value);
+                    snprintf(pv, sizeof pv, "%.3g", pr.p);
+                }
+            }
+            if (!isnan(mr->fail_rate))
+                snprintf(fr, sizeof fr, "%.3f", mr->fail_rate);
+            printf("%-20s %-22s %10.4f %9.4f %6zu %10s %8s %8s\n", ts[k]->name, mr->name,
+                   mr->value, mr->se, mr->n, dl, pv, fr);
+        }
+        if (verbose)
+            fprintf(stderr, "%s: %s; %.1f s\n", ts[k]->name, rc_res.protocol, rc_res.wall_s);
+        fflush(stdout);
+        qe_task_result_free(&rc_res);
+        qe_task_result_free(&rr_res);
+    }
+    if (rc == 0 && ref)
+        printf("(* perplexity rows: delta of mean NLL per token per window, nats, paired "
+               "bootstrap)\n");
+    for (int k = 0; k < s->n; k++)
+        qe_task_free(ts[k]);
+    free(ts);
+    qe_suite_free(s);
+    close_side(&cand);
+    if (ref)
+        close_side(&refs);
+    return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
 }

@@ -65,4 +65,37 @@ int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, 
 int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,
                              int32_t **out, int *n_out, qe_err *err);
 
+/* ------------------------------------------------------------------ *
+ * Added API (kept stable from here on).
+ * ------------------------------------------------------------------ */
+
+/* The model this core runs (borrowed). */
+const struct qe_model *qe_infer_model(const qe_infer *inf);
+
+/* Configured thread count (resolved: never 0) and KV capacity. */
+int qe_infer_n_threads(const qe_infer *inf);
+int qe_infer_n_ctx(const qe_infer *inf);
+/* Change the thread count used by later calls (0 = OpenMP default).
+ * Results do not depend on it (bit-identical logits). */
+void qe_infer_set_threads(qe_infer *inf, int n_threads);
+
+/* Bytes the core allocated itself (KV cache + activations + scratch),
+ * not counting the model's weights. */
+uint64_t qe_infer_alloc_nbytes(const qe_infer *inf);
+
+/* ---- f32 kernels, exposed for tests and benchmarks (gemm.c) ---- */
+enum { QE_ISA_REF = 0, QE_ISA_AVX2 = 1, QE_ISA_AVX512 = 2 };
+/* ISA the core uses on this CPU (QEVAL_SIMD=ref|avx2 forces a lower one). */
+int qe_infer_isa(void);
+const char *qe_infer_isa_name(int isa);
+bool qe_infer_isa_available(int isa);
+/*
+ * C[M][N] (+)= A[M][K] . B[K][N], row strides lda/ldb/ldc in floats.
+ * Every element is one sequential fused multiply-add chain over
+ * k = 0..K-1 (from 0, or from C if accumulate), so the bits do not depend
+ * on isa, tiling or threads.  Single-threaded; never allocates.
+ */
+void qe_gemm_f32(int isa, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                 float *C, int ldc, bool accumulate);
+
 #endif /* QE_INFER_H */

@@ -13,7 +13,14 @@
  *
  * Every length, count and offset is checked against the bytes remaining
  * and against overflow before use (codes in common.h: ETRUNC, ECOUNT,
- * EBOUNDS, EOVERLAP, ETYPE, EOVERFLOW, EMAGIC, EVERSION, EUTF8).
+ * EBOUNDS, EOVERLAP, ETYPE, EOVERFLOW, EMAGIC, EVERSION).  Messages read
+ * "<file>: offset <byte>: <field>: <what was expected>", e.g.
+ *   "x.gguf: offset 40: kv[3] key: string length 18446744073709551615
+ *    exceeds the 120 bytes left".
+ * A count whose minimal encoding cannot fit in the bytes left is ECOUNT
+ * when above 2^24 entries, else ETRUNC (a cut file, not an absurd count);
+ * string/data lengths past EOF are EBOUNDS; bool values must be 0 or 1;
+ * tensor names < 64 bytes, n_dims 1..4, ne[0] a multiple of the block.
  *
  * Ownership: qe_gguf owns its parsed tables and the mapping; tensor data
  * pointers and array data pointers are borrowed views into the mapping
@@ -44,6 +51,16 @@ enum qe_gguf_vtype {
     QE_GGUF_FLOAT64 = 12,
     QE_GGUF_VTYPE_COUNT = 13,
 };
+
+/* Arrays may nest at most this deep (an array of arrays is depth 2). */
+#define QE_GGUF_MAX_DEPTH 8
+/* ggml's GGML_MAX_NAME: tensor names are at most 63 bytes. */
+#define QE_GGUF_MAX_NAME 64
+
+/* Short name of a value type as llama.cpp prints it ("u8", "i8", "u16",
+ * "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64"),
+ * or NULL if t is not a GGUF value type.  Static string. */
+const char *qe_gguf_vtype_name(int t);
 
 typedef struct qe_gguf_str {
     const char *ptr; /* borrowed (reader: into mapping; NOT NUL-terminated) */
@@ -150,7 +167,17 @@ int qe_gguf_builder_remove(qe_gguf_builder *b, const char *key);
 int qe_gguf_builder_set_tensor(qe_gguf_builder *b, const char *name, int type, uint32_t n_dims,
                                const int64_t *ne, const void *data, uint64_t nbytes, qe_err *err);
 
-/* Write to path (atomically: temp file + rename). */
+/* Remove a tensor; QE_ENOTFOUND if absent.  Later offsets move up. */
+int qe_gguf_builder_remove_tensor(qe_gguf_builder *b, const char *name);
+
+/* Write to path (atomically: temp file in the same folder + fsync +
+ * rename; the temp file is removed on failure).  Layout: tensor offsets
+ * packed in builder order, each aligned to general.alignment (u32, default
+ * 32), zero padding; no padding after the header when there are no tensors
+ * (as in llama.cpp's vocab-only files). */
 int qe_gguf_builder_write(const qe_gguf_builder *b, const char *path, qe_err *err);
+/* Same bytes into a malloc'd buffer (*out owned by the caller: free()). */
+int qe_gguf_builder_write_mem(const qe_gguf_builder *b, uint8_t **out, size_t *out_nbytes,
+                              qe_err *err);
 
 #endif /* QE_GGUF_H */

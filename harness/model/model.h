@@ -61,6 +61,11 @@ typedef struct qe_config {
     bool tied_output;        /* output.weight absent: reuse token_embd */
     bool has_qkv_bias;
     int file_type;           /* general.file_type, -1 if unknown */
+    /* Added after the first draft (append-only): */
+    bool has_rope_freqs;     /* tensor rope_freqs.weight (n_rot/2 F32 divisors of each
+                                rotation frequency) is present: Llama 3.1-style scaling as
+                                llama.cpp's converter writes it; use it instead of the
+                                rope_llama3_* parameters when set */
 } qe_config;
 
 typedef struct qe_tensor {
@@ -84,6 +89,7 @@ typedef struct qe_model {
     uint64_t file_nbytes;       /* sum of source file sizes */
     struct qe_gguf *gguf;       /* owned, for GGUF models (metadata access) */
     void *priv;                 /* loader-private (maps) */
+    int n_tensors_cap;          /* capacity of `tensors` */
 } qe_model;
 
 /*
@@ -93,7 +99,10 @@ typedef struct qe_model {
  * tok<N>.bin beside the model).
  */
 typedef struct qe_load_opts {
-    const char *tokenizer_path; /* optional override */
+    const char *tokenizer_path; /* optional override (llama2.c tokenizer.bin, or an HF
+                                   tokenizer.json for safetensors) */
+    bool no_tokenizer;          /* do not load a tokenizer (m->tok stays NULL) */
+    bool no_validate;           /* skip qe_model_validate (qeval info on odd files) */
 } qe_load_opts;
 
 qe_model *qe_model_load(const char *path, const qe_load_opts *opts, qe_err *err);
@@ -113,5 +122,26 @@ int qe_model_validate(const qe_model *m, qe_err *err);
 /* New model sharing cfg and (borrowed) tokenizer, with an empty tensor
  * table of capacity n; used to build quantized variants in memory. */
 qe_model *qe_model_new_like(const qe_model *ref, int n_tensors_cap, qe_err *err);
+
+/*
+ * Building blocks for the loaders and for code that assembles a model in
+ * memory (quantized variants).
+ *
+ * qe_model_add_tensor appends a tensor; `data` is borrowed unless `owned`
+ * is non-NULL (then the model frees `owned` in qe_model_free; usually
+ * owned == data).  nbytes is computed from type and ne.  Grows the table
+ * as needed.  QE_ETYPE for an unknown type, QE_ESHAPE when ne[0] is not a
+ * multiple of the type's block size, QE_EFORMAT for a name >= 96 bytes or
+ * a duplicate name.  On failure `owned` is NOT taken over.
+ */
+int qe_model_add_tensor(qe_model *m, const char *name, int type, uint32_t n_dims,
+                        const int64_t *ne, const void *data, void *owned, qe_err *err);
+
+/* Map `path` read-only for the life of the model (added to m->file_nbytes);
+ * *out points at the mapping owned by the model. */
+int qe_model_attach_map(qe_model *m, const char *path, const qe_map **out, qe_err *err);
+
+/* "gguf" / "safetensors" / "llama2c". */
+const char *qe_model_format_name(int format);
 
 #endif /* QE_MODEL_H */

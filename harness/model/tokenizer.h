@@ -43,7 +43,9 @@ qe_tokenizer *qe_tokenizer_from_gguf(const struct qe_gguf *g, qe_err *err);
 qe_tokenizer *qe_tokenizer_from_hf(const char *tokenizer_json, const char *config_path,
                                    qe_err *err);
 /* llama2.c tokenizer.bin: i32 max_token_length, then n_vocab x
- * {f32 score, i32 len, bytes}.  BOS=1, EOS=2, add_bos. */
+ * {f32 score, i32 len, bytes}.  BOS=1, EOS=2, add_bos.  n_vocab <= 0 reads
+ * records to the end of the file.  Pieces are stored SentencePiece-style
+ * (' ' -> U+2581, "<s>", "</s>"), equal to llama.cpp's GGUF conversion. */
 qe_tokenizer *qe_tokenizer_from_llama2c(const char *path, int n_vocab, qe_err *err);
 void qe_tokenizer_free(qe_tokenizer *t);
 
@@ -79,5 +81,24 @@ bool qe_tokenizer_is_eog(const qe_tokenizer *t, int32_t id);
 const char *qe_tokenizer_token_text(const qe_tokenizer *t, int32_t id);
 float qe_tokenizer_token_score(const qe_tokenizer *t, int32_t id);
 int qe_tokenizer_token_type(const qe_tokenizer *t, int32_t id);
+
+
+/* ---- additions (keep the declarations above stable) ---------------------- */
+
+/* Id of the token whose text is exactly text[0..len), or -1. */
+int32_t qe_tokenizer_find(const qe_tokenizer *t, const char *text, size_t len);
+/* qe_token_to_piece with llama.cpp's knobs: skip up to `lstrip` leading
+ * spaces; CONTROL/UNKNOWN tokens render as "" unless `special`.
+ * qe_token_to_piece(t, id, buf, cap) == ..._ex(t, id, 0, true, buf, cap). */
+int qe_token_to_piece_ex(const qe_tokenizer *t, int32_t id, int lstrip, bool special, char *buf,
+                         size_t cap);
+/* llama_detokenize(remove_special, unparse_special): remove_special drops
+ * a leading BOS / trailing EOS that the vocab adds; the leading space of
+ * the first piece is stripped only when no BOS was removed (SPM vocabs);
+ * BPE vocabs with clean_up_tokenization_spaces get llama.cpp's three
+ * cleanup passes.  qe_detokenize(t, ids, n, r, out, err) ==
+ * qe_detokenize_ex(t, ids, n, false, r, out, err), i.e. common_detokenize. */
+int qe_detokenize_ex(const qe_tokenizer *t, const int32_t *ids, size_t n, bool remove_special,
+                     bool render_special, char **out, qe_err *err);
 
 #endif /* QE_TOKENIZER_H */

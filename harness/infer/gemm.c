@@ -1,0 +1,251 @@
+/*
+ * gemm.c: the f32 matrix-product kernels of the inference core.
+ *
+ *   C[M][N] (+)= A[M][K] . B[K][N]      (row-major, strides lda/ldb/ldc in floats)
+ *
+ * B is "k-major": row k of B holds the N values that multiply A[.][k].  The
+ * forward pass feeds it packed weight panels (W^T of a dequantized tile),
+ * the transposed K cache (attention scores) and the V cache (P.V).
+ *
+ * Numerics contract: every output element is ONE sequential chain of fused
+ * multiply-adds over k = 0..K-1, started from 0 (or from C when
+ * accumulating).  No lane splitting of the k sum, no horizontal reductions.
+ * So the result of an element does not depend on the ISA (AVX-512, AVX2 and
+ * the scalar fmaf reference give identical bits), on the tiling, on the
+ * edge handling or on the number of threads.  The kernels vectorise across
+ * N (output columns) and block over M (rows of A share each loaded B row).
+ *
+ * Must not hold: quant formats, threading (callers parallelise over
+ * output tiles), allocation.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#include "infer.h"
+
+/* ---------------------------------------------------------------- ref -- */
+
+static void gemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                     float *C, int ldc, bool accumulate)
+{
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            float c = accumulate ? C[(size_t)i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++)
+                c = fmaf(A[(size_t)i * lda + k], B[(size_t)k * ldb + j], c);
+            C[(size_t)i * ldc + j] = c;
+        }
+    }
+}
+
+/* ------------------------------------------------------------- avx512 -- */
+
+/* Micro-kernel: mr (<= 12) rows of A x nc (<= 32) columns of B.  mr is a
+ * compile-time constant at every call site (always_inline + switch), so the
+ * accumulator arrays live in zmm registers. */
+#define MR512 12
+#define NR512 32
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+k512(const int mr, int nc, int K, const float *restrict A, int lda, const float *restrict B,
+     int ldb, float *restrict C, int ldc, bool accumulate)
+{
+    __m512 c0[MR512], c1[MR512];
+    const __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32   ? (__mmask16)0xFFFF
+                         : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1)
+                                   : (__mmask16)0;
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        if (accumulate) {
+            c0[i] = _mm512_maskz_loadu_ps(m0, C + (size_t)i * ldc);
+            c1[i] = _mm512_maskz_loadu_ps(m1, C + (size_t)i * ldc + 16);
+        } else {
+            c0[i] = _mm512_setzero_ps();
+            c1[i] = _mm512_setzero_ps();
+        }
+    }
+    if (m1) {
+        for (int k = 0; k < K; k++) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(m0, B + (size_t)k * ldb);
+            const __m512 b1 = _mm512_maskz_loadu_ps(m1, B + (size_t)k * ldb + 16);
+#pragma GCC unroll 12
+            for (int i = 0; i < mr; i++) {
+                const __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+                c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+            }
+        }
+    } else {
+        for (int k = 0; k < K; k++) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(m0, B + (size_t)k * ldb);
+#pragma GCC unroll 12
+            for (int i = 0; i < mr; i++) {
+                const __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+                c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+            }
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        _mm512_mask_storeu_ps(C + (size_t)i * ldc, m0, c0[i]);
+        if (m1)
+            _mm512_mask_storeu_ps(C + (size_t)i * ldc + 16, m1, c1[i]);
+    }
+}
+
+#define K512_CASE(R)                                                                       \
+    case R:                                                                                \
+        k512(R, nc, K, A + (size_t)i * lda, lda, B + j, ldb, C + (size_t)i * ldc + j, ldc, \
+             accumulate);                                                                  \
+        break;
+
+__attribute__((target("avx512f"))) static void gemm_avx512(int M, int N, int K, const float *A,
+                                                           int lda, const float *B, int ldb,
+                                                           float *C, int ldc, bool accumulate)
+{
+    for (int i = 0; i < M; i += MR512) {
+        const int mr = M - i < MR512 ? M - i : MR512;
+        for (int j = 0; j < N; j += NR512) {
+            const int nc = N - j < NR512 ? N - j : NR512;
+            switch (mr) {
+                K512_CASE(1) K512_CASE(2) K512_CASE(3) K512_CASE(4) K512_CASE(5) K512_CASE(6)
+                K512_CASE(7) K512_CASE(8) K512_CASE(9) K512_CASE(10) K512_CASE(11)
+                K512_CASE(12)
+            default:
+                break;
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------------- avx2 -- */
+
+#define MR256 6
+#define NR256 16
+
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i mask256(int n)
+{
+    /* lanes < n set (n may be <= 0 or >= 8) */
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+k256(const int mr, int nc, int K, const float *restrict A, int lda, const float *restrict B,
+     int ldb, float *restrict C, int ldc, bool accumulate)
+{
+    __m256 c0[MR256], c1[MR256];
+    const __m256i m0 = mask256(nc), m1 = mask256(nc - 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        if (accumulate) {
+            c0[i] = _mm256_maskload_ps(C + (size_t)i * ldc, m0);
+            c1[i] = _mm256_maskload_ps(C + (size_t)i * ldc + 8, m1);
+        } else {
+            c0[i] = _mm256_setzero_ps();
+            c1[i] = _mm256_setzero_ps();
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_maskload_ps(B + (size_t)k * ldb, m0);
+        const __m256 b1 = _mm256_maskload_ps(B + (size_t)k * ldb + 8, m1);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            const __m256 a = _mm256_broadcast_ss(A + (size_t)i * lda + k);
+            c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        _mm256_maskstore_ps(C + (size_t)i * ldc, m0, c0[i]);
+        _mm256_maskstore_ps(C + (size_t)i * ldc + 8, m1, c1[i]);
+    }
+}
+
+#define K256_CASE(R)                                                                       \
+    case R:                                                                                \
+        k256(R, nc, K, A + (size_t)i * lda, lda, B + j, ldb, C + (size_t)i * ldc + j, ldc, \
+             accumulate);                                                                  \
+        break;
+
+__attribute__((target("avx2,fma"))) static void gemm_avx2(int M, int N, int K, const float *A,
+                                                          int lda, const float *B, int ldb,
+                                                          float *C, int ldc, bool accumulate)
+{
+    for (int i = 0; i < M; i += MR256) {
+        const int mr = M - i < MR256 ? M - i : MR256;
+        for (int j = 0; j < N; j += NR256) {
+            const int nc = N - j < NR256 ? N - j : NR256;
+            switch (mr) {
+                K256_CASE(1) K256_CASE(2) K256_CASE(3) K256_CASE(4) K256_CASE(5) K256_CASE(6)
+            default:
+                break;
+            }
+        }
+    }
+}
+
+/* ----------------------------------------------------------- dispatch -- */
+
+static int g_isa = -1;
+
+int qe_infer_isa(void)
+{
+    if (g_isa >= 0)
+        return g_isa;
+    int isa = QE_ISA_REF;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        isa = QE_ISA_AVX512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        isa = QE_ISA_AVX2;
+    const char *force = getenv("QEVAL_SIMD");
+    if (force) {
+        if (strcmp(force, "ref") == 0)
+            isa = QE_ISA_REF;
+        else if (strcmp(force, "avx2") == 0 && isa >= QE_ISA_AVX2)
+            isa = QE_ISA_AVX2;
+    }
+    g_isa = isa;
+    return isa;
+}
+
+const char *qe_infer_isa_name(int isa)
+{
+    switch (isa) {
+    case QE_ISA_AVX512:
+        return "avx512";
+    case QE_ISA_AVX2:
+        return "avx2";
+    default:
+        return "ref";
+    }
+}
+
+bool qe_infer_isa_available(int isa)
+{
+    __builtin_cpu_init();
+    if (isa == QE_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f");
+    if (isa == QE_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return isa == QE_ISA_REF;
+}
+
+void qe_gemm_f32(int isa, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                 float *C, int ldc, bool accumulate)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (isa == QE_ISA_AVX512)
+        gemm_avx512(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    else if (isa == QE_ISA_AVX2)
+        gemm_avx2(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    else
+        gemm_ref(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}

@@ -1,0 +1,761 @@
+/*
+ * infer.c: the reference forward pass (llama family, qwen2): weights
+ * binding and validation, KV cache, batched prefill, decode.
+ *
+ * One call of forward() runs T tokens (1 = decode, up to n_batch =
+ * prefill) through every layer:
+ *
+ *   x = embd[tok]                                         (T, n_embd)
+ *   per layer: xb = rmsnorm(x)*attn_norm
+ *              q,k,v = xb.Wq^T (+bq), xb.Wk^T (+bk), xb.Wv^T (+bv)
+ *              rope(q), rope(k); K^T, V -> cache at positions pos..pos+T-1
+ *              att = softmax(q.K^T / sqrt(head_dim) + causal mask) . V  (GQA)
+ *              x += att.Wo^T
+ *              xb = rmsnorm(x)*ffn_norm
+ *              x += (silu(xb.Wg^T) * xb.Wu^T).Wd^T
+ *   logits = rmsnorm(x)*output_norm . Wout^T  (only the rows asked for)
+ *
+ * Matrix products with weights go through matmul(): the output rows are cut
+ * into tiles; a thread dequantizes one tile (traits table to_float) into its
+ * scratch, transposes it to k-major and applies it to all T tokens with
+ * qe_gemm_f32.  OpenMP runs over tiles, attention over (head, token block)
+ * and per-token ops over tokens; no dot product is ever split, so logits are
+ * bit-identical for any thread count (see gemm.c for the numerics).
+ *
+ * Numerics follow llama.cpp where it matters for matching its perplexity:
+ * RMSNorm sum of squares in double, RoPE angles by repeated multiplication
+ * of theta by base^(-2/n_rot) in float (ggml_rope_cache_init), softmax with
+ * max subtraction and a double sum, attention scale 1/sqrt(head_dim),
+ * SiLU x/(1+exp(-x)).  Differences that remain: llama.cpp keeps the KV cache
+ * in f16 and quantizes activations to the weight's vec_dot type (f16, q8_0,
+ * q8_K); we keep everything f32.
+ *
+ * Must not hold: file parsing, tokenization, evaluation protocols.
+ */
+#include "infer.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../quant/quant.h"
+#include "../model/model.h"
+
+#define ATT_BLOCK 12          /* query tokens per attention work item */
+#define TILE_TARGET_NBYTES (256 * 1024) /* f32 weight tile kept in L2 */
+
+/* A weight matrix (n_out rows of n_in values) bound to its dequantizer. */
+typedef struct qe_wt {
+    const qe_tensor *t;
+    const qe_type_traits *tr;
+    int n_in, n_out;
+    size_t row_nbytes;
+    const float *bias; /* (n_out) or NULL; owned by qe_infer.vecs */
+} qe_wt;
+
+typedef struct qe_layer_w {
+    qe_wt q, k, v, o, gate, up, down;
+    const float *attn_norm, *ffn_norm; /* (n_embd) */
+} qe_layer_w;
+
+typedef struct qe_thread_scratch {
+    float *tile;   /* (tile_cap) dequantized rows, row-major */
+    float *pack;   /* (tile_cap) the same rows, k-major */
+    float *scores; /* (ATT_BLOCK, n_ctx) attention probabilities */
+} qe_thread_scratch;
+
+struct qe_infer {
+    const qe_model *m;
+    qe_config cfg;
+    int n_ctx, n_batch, n_threads, max_threads, isa;
+    int q_dim, kv_dim; /* n_head*head_dim, n_head_kv*head_dim */
+    qe_matmul_hook hook;
+    void *hook_ud;
+
+    qe_wt tok_embd, output;
+    const float *output_norm;
+    qe_layer_w *layers; /* (n_layer) */
+    char (*names)[96];  /* (n_layer*7 + 1) weight names for the hook */
+
+    float **vecs; /* owned f32 copies of norms and biases */
+    int n_vecs;
+
+    float *rope_cos, *rope_sin; /* (n_ctx, n_rot/2) */
+
+    float *k_cache; /* (n_layer, n_head_kv, head_dim, n_ctx): K transposed */
+    float *v_cache; /* (n_layer, n_ctx, n_head_kv*head_dim) */
+    int n_past;
+
+    /* activations for up to n_batch tokens */
+    float *x, *xb, *xb2; /* (n_batch, n_embd) */
+    float *q, *att;      /* (n_batch, q_dim) */
+    float *k, *v;        /* (n_batch, kv_dim) */
+    float *hb, *hb2;     /* (n_batch, n_ff) */
+
+    size_t tile_cap; /* floats per tile buffer */
+    qe_thread_scratch *scratch; /* (max_threads) */
+    uint64_t alloc_nbytes;
+};
+
+/* ------------------------------------------------------------ helpers -- */
+
+static void *xcalloc(qe_infer *inf, size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (p)
+        inf->alloc_nbytes += (uint64_t)n * size;
+    return p;
+}
+
+static const qe_tensor *find_tensor(const qe_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
+const char *qe_infer_supported_archs(void)
+{
+    return "llama, qwen2";
+}
+
+static bool arch_supported(const char *arch)
+{
+    return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0;
+}
+
+static int dequant_ok(const qe_tensor *t, qe_err *err)
+{
+    const qe_type_traits *tr = qe_type_get(t->type);
+    if (!tr)
+        return qe_err_set(err, QE_ETYPE, "tensor '%s': unknown type id %d", t->name, t->type);
+    if (!tr->to_float)
+        return qe_err_set(err, QE_EUNSUPPORTED,
+                          "tensor '%s': type %s has no dequantizer in this build", t->name,
+                          tr->name);
+    return 0;
+}
+
+/* Bind a weight matrix: ne = {n_in, n_out}. */
+static int bind_wt(qe_infer *inf, qe_wt *w, const char *name, int n_in, int n_out, qe_err *err)
+{
+    const qe_tensor *t = find_tensor(inf->m, name);
+    if (!t)
+        return qe_err_set(err, QE_ENOTFOUND, "%s: missing tensor '%s'", inf->m->path, name);
+    if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != 1 || t->ne[3] != 1)
+        return qe_err_set(err, QE_ESHAPE,
+                          "%s: tensor '%s': shape ne=[%lld,%lld,%lld,%lld], expected [%d,%d]",
+                          inf->m->path, name, (long long)t->ne[0], (long long)t->ne[1],
+                          (long long)t->ne[2], (long long)t->ne[3], n_in, n_out);
+    int rc = dequant_ok(t, err);
+    if (rc)
+        return rc;
+    w->t = t;
+    w->tr = qe_type_get(t->type);
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->row_nbytes = qe_type_row_nbytes(t->type, n_in);
+    if (w->row_nbytes == 0)
+        return qe_err_set(err, QE_ESHAPE, "%s: tensor '%s': row of %d values is not a multiple "
+                          "of the %s block size", inf->m->path, name, n_in, w->tr->name);
+    if (!t->data || t->nbytes < (uint64_t)w->row_nbytes * (uint64_t)n_out)
+        return qe_err_set(err, QE_EBOUNDS, "%s: tensor '%s': %llu data bytes, expected %llu",
+                          inf->m->path, name, (unsigned long long)t->nbytes,
+                          (unsigned long long)w->row_nbytes * (unsigned long long)n_out);
+    w->bias = NULL;
+    return 0;
+}
+
+/* Dequantize a 1-D tensor of n values into an owned f32 vector. */
+static int bind_vec(qe_infer *inf, const float **out, const char *name, int n, bool optional,
+                    qe_err *err)
+{
+    *out = NULL;
+    const qe_tensor *t = find_tensor(inf->m, name);
+    if (!t) {
+        if (optional)
+            return 0;
+        return qe_err_set(err, QE_ENOTFOUND, "%s: missing tensor '%s'", inf->m->path, name);
+    }
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return qe_err_set(err, QE_ESHAPE, "%s: tensor '%s': ne[0]=%lld, expected [%d]",
+                          inf->m->path, name, (long long)t->ne[0], n);
+    int rc = dequant_ok(t, err);
+    if (rc)
+        return rc;
+    size_t need = qe_type_row_nbytes(t->type, n);
+    if (need == 0 || !t->data || t->nbytes < need)
+        return qe_err_set(err, QE_EBOUNDS, "%s: tensor '%s': %llu data bytes, expected %zu",
+                          inf->m->path, name, (unsigned long long)t->nbytes, need);
+    float *v = xcalloc(inf, (size_t)n, sizeof(float));
+    if (!v)
+        return qe_err_set(err, QE_ENOMEM, "out of memory for '%s'", name);
+    qe_type_get(t->type)->to_float(t->data, v, n);
+    inf->vecs[inf->n_vecs++] = v;
+    *out = v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- rope -- */
+
+/*
+ * cos/sin tables per position, as ggml_rope_cache_init computes them:
+ * theta starts at the position and is multiplied by theta_scale =
+ * base^(-2/n_rot) once per pair (float), divided by the per-pair frequency
+ * factor (Llama 3 scaling), times freq_scale (linear scaling).
+ */
+static int rope_init(qe_infer *inf, qe_err *err)
+{
+    const qe_config *c = &inf->cfg;
+    const int n_pair = c->n_rot / 2;
+    float *ff = NULL;
+    int rc = 0;
+    if (n_pair == 0)
+        return 0;
+    if (c->has_rope_freqs) {
+        const float *v;
+        rc = bind_vec(inf, &v, "rope_freqs.weight", n_pair, false, err);
+        if (rc)
+            return rc;
+        ff = (float *)v;
+    } else if (c->rope_scaling == QE_ROPE_SCALING_LLAMA3) {
+        /* the factors llama.cpp's converter writes as rope_freqs.weight */
+        ff = xcalloc(inf, (size_t)n_pair, sizeof(float));
+        if (!ff)
+            return qe_err_set(err, QE_ENOMEM, "out of memory (rope factors)");
+        inf->vecs[inf->n_vecs++] = ff;
+        const double factor = c->rope_llama3_factor > 0 ? c->rope_llama3_factor : 8.0;
+        const double lo = c->rope_llama3_low_freq > 0 ? c->rope_llama3_low_freq : 1.0;
+        const double hi = c->rope_llama3_high_freq > 0 ? c->rope_llama3_high_freq : 4.0;
+        const double orig = c->rope_llama3_orig_ctx > 0 ? c->rope_llama3_orig_ctx : 8192;
+        const double lo_wl = orig / lo, hi_wl = orig / hi;
+        for (int i = 0; i < n_pair; i++) {
+            double freq = 1.0 / pow(c->rope_freq_base, 2.0 * i / c->n_rot);
+            double wl = 2.0 * M_PI / freq;
+            if (wl < hi_wl)
+                ff[i] = 1.0f;
+            else if (wl > lo_wl)
+                ff[i] = (float)factor;
+            else {
+                double smooth = (orig / wl - lo) / (hi - lo);
+                ff[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+            }
+        }
+    }
+    inf->rope_cos = xcalloc(inf, (size_t)inf->n_ctx * n_pair, sizeof(float));
+    inf->rope_sin = xcalloc(inf, (size_t)inf->n_ctx * n_pair, sizeof(float));
+    if (!inf->rope_cos || !inf->rope_sin)
+        return qe_err_set(err, QE_ENOMEM, "out of memory (rope tables)");
+    const float theta_scale = powf(c->rope_freq_base, -2.0f / (float)c->n_rot);
+    for (int p = 0; p < inf->n_ctx; p++) {
+        float theta = (float)p;
+        for (int i = 0; i < n_pair; i++) {
+            float th = (ff ? theta / ff[i] : theta) * c->rope_freq_scale;
+            inf->rope_cos[(size_t)p * n_pair + i] = cosf(th);
+            inf->rope_sin[(size_t)p * n_pair + i] = sinf(th);
+            theta *= theta_scale;
+        }
+    }
+    return 0;
+}
+
+/* Rotate n_heads heads of head_dim values (vec) at position pos. */
+static void rope_apply(const qe_infer *inf, float *vec, int n_heads, int pos)
+{
+    const qe_config *c = &inf->cfg;
+    const int n_pair = c->n_rot / 2, hd = c->head_dim;
+    const float *cs = inf->rope_cos + (size_t)pos * n_pair;
+    const float *sn = inf->rope_sin + (size_t)pos * n_pair;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = vec + (size_t)h * hd;
+        for (int i = 0; i < n_pair; i++) {
+            /* NORM: adjacent pairs (2i, 2i+1); NEOX: (i, i + n_rot/2) */
+            const int i0 = c->rope_kind == QE_ROPE_NEOX ? i : 2 * i;
+            const int i1 = c->rope_kind == QE_ROPE_NEOX ? i + n_pair : 2 * i + 1;
+            const float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * cs[i] - x1 * sn[i];
+            x[i1] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+/* ---------------------------------------------------------- lifecycle -- */
+
+static int check_cfg(const qe_model *m, qe_err *err)
+{
+    const qe_config *c = &m->cfg;
+    if (!arch_supported(c->arch))
+        return qe_err_set(err, QE_EUNSUPPORTED,
+                          "%s: architecture '%s' is not supported (supported: %s)", m->path,
+                          c->arch, qe_infer_supported_archs());
+    if (c->n_vocab <= 0 || c->n_embd <= 0 || c->n_ff <= 0 || c->n_layer <= 0 || c->n_head <= 0 ||
+        c->n_head_kv <= 0 || c->head_dim <= 0 || c->n_head % c->n_head_kv != 0 ||
+        c->n_rot < 0 || c->n_rot > c->head_dim || c->n_rot % 2 != 0)
+        return qe_err_set(err, QE_EFORMAT,
+                          "%s: inconsistent hyperparameters: n_vocab %d n_embd %d n_ff %d "
+                          "n_layer %d n_head %d n_head_kv %d head_dim %d n_rot %d",
+                          m->path, c->n_vocab, c->n_embd, c->n_ff, c->n_layer, c->n_head,
+                          c->n_head_kv, c->head_dim, c->n_rot);
+    if (!(c->rms_eps > 0.0f) || !isfinite(c->rms_eps))
+        return qe_err_set(err, QE_EFORMAT, "%s: rms_eps %g: expected a positive number",
+                          m->path, (double)c->rms_eps);
+    return 0;
+}
+
+qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_err *err)
+{
+    if (!m) {
+        qe_err_set(err, QE_EINVAL, "qe_infer_new: no model");
+        return NULL;
+    }
+    if (check_cfg(m, err))
+        return NULL;
+    qe_infer *inf = calloc(1, sizeof *inf);
+    if (!inf) {
+        qe_err_set(err, QE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    inf->m = m;
+    inf->cfg = m->cfg;
+    qe_config *c = &inf->cfg;
+    if (!(c->rope_freq_base > 0.0f))
+        c->rope_freq_base = 10000.0f;
+    if (!(c->rope_freq_scale > 0.0f))
+        c->rope_freq_scale = 1.0f;
+    inf->n_ctx = opts && opts->n_ctx > 0 ? opts->n_ctx : 512;
+    inf->n_batch = opts && opts->n_batch > 0 ? opts->n_batch : inf->n_ctx;
+    if (inf->n_batch > inf->n_ctx)
+        inf->n_batch = inf->n_ctx;
+    inf->hook = opts ? opts->hook : NULL;
+    inf->hook_ud = opts ? opts->hook_ud : NULL;
+    inf->isa = qe_infer_isa();
+    inf->max_threads = omp_get_max_threads();
+    if (opts && opts->n_threads > inf->max_threads)
+        inf->max_threads = opts->n_threads;
+    qe_infer_set_threads(inf, opts ? opts->n_threads : 0);
+    inf->q_dim = c->n_head * c->head_dim;
+    inf->kv_dim = c->n_head_kv * c->head_dim;
+
+    const int L = c->n_layer, E = c->n_embd, F = c->n_ff;
+    int rc = 0;
+    inf->layers = xcalloc(inf, (size_t)L, sizeof *inf->layers);
+    inf->names = xcalloc(inf, (size_t)L * 7 + 2, sizeof *inf->names);
+    inf->vecs = xcalloc(inf, (size_t)L * 5 + 4, sizeof *inf->vecs);
+    if (!inf->layers || !inf->names || !inf->vecs) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = bind_wt(inf, &inf->tok_embd, "token_embd.weight", E, c->n_vocab, err)))
+        goto fail;
+    if (find_tensor(m, "output.weight")) {
+        if ((rc = bind_wt(inf, &inf->output, "output.weight", E, c->n_vocab, err)))
+            goto fail;
+    } else {
+        inf->output = inf->tok_embd; /* tied */
+    }
+    if ((rc = bind_vec(inf, &inf->output_norm, "output_norm.weight", E, false, err)))
+        goto fail;
+    for (int l = 0; l < L; l++) {
+        qe_layer_w *lw = &inf->layers[l];
+        char nm[96];
+        struct {
+            qe_wt *w;
+            const char *suffix;
+            int n_in, n_out;
+        } mats[7] = {
+            {&lw->q, "attn_q", E, inf->q_dim},        {&lw->k, "attn_k", E, inf->kv_dim},
+            {&lw->v, "attn_v", E, inf->kv_dim},       {&lw->o, "attn_output", inf->q_dim, E},
+            {&lw->gate, "ffn_gate", E, F},            {&lw->up, "ffn_up", E, F},
+            {&lw->down, "ffn_down", F, E},
+        };
+        for (int j = 0; j < 7; j++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, mats[j].suffix);
+            if ((rc = bind_wt(inf, mats[j].w, nm, mats[j].n_in, mats[j].n_out, err)))
+                goto fail;
+        }
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+        if ((rc = bind_vec(inf, &lw->attn_norm, nm, E, false, err)))
+            goto fail;
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+        if ((rc = bind_vec(inf, &lw->ffn_norm, nm, E, false, err)))
+            goto fail;
+        /* Q/K/V biases: qwen2 (required when the config says so), optional otherwise */
+        const char *bn[3] = {"attn_q", "attn_k", "attn_v"};
+        qe_wt *bw[3] = {&lw->q, &lw->k, &lw->v};
+        for (int j = 0; j < 3; j++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.bias", l, bn[j]);
+            if ((rc = bind_vec(inf, &bw[j]->bias, nm, bw[j]->n_out, !c->has_qkv_bias, err)))
+                goto fail;
+        }
+    }
+    if ((rc = rope_init(inf, err)))
+        goto fail;
+
+    const size_t kv_n = (size_t)L * inf->n_ctx * inf->kv_dim;
+    inf->k_cache = xcalloc(inf, kv_n, sizeof(float));
+    inf->v_cache = xcalloc(inf, kv_n, sizeof(float));
+    const size_t B = (size_t)inf->n_batch;
+    inf->x = xcalloc(inf, B * E, sizeof(float));
+    inf->xb = xcalloc(inf, B * E, sizeof(float));
+    inf->xb2 = xcalloc(inf, B * E, sizeof(float));
+    inf->q = xcalloc(inf, B * inf->q_dim, sizeof(float));
+    inf->att = xcalloc(inf, B * inf->q_dim, sizeof(float));
+    inf->k = xcalloc(inf, B * inf->kv_dim, sizeof(float));
+    inf->v = xcalloc(inf, B * inf->kv_dim, sizeof(float));
+    inf->hb = xcalloc(inf, B * F, sizeof(float));
+    inf->hb2 = xcalloc(inf, B * F, sizeof(float));
+    if (!inf->k_cache || !inf->v_cache || !inf->x || !inf->xb || !inf->xb2 || !inf->q ||
+        !inf->att || !inf->k || !inf->v || !inf->hb || !inf->hb2) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory for the KV cache (%d positions) and "
+                        "activations (%d tokens)", inf->n_ctx, inf->n_batch);
+        goto fail;
+    }
+    int n_in_max = E > F ? E : F;
+    if (inf->q_dim > n_in_max)
+        n_in_max = inf->q_dim;
+    inf->tile_cap = TILE_TARGET_NBYTES / sizeof(float);
+    if (inf->tile_cap < (size_t)32 * n_in_max)
+        inf->tile_cap = (size_t)32 * n_in_max;
+    inf->scratch = xcalloc(inf, (size_t)inf->max_threads, sizeof *inf->scratch);
+    if (!inf->scratch) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int t = 0; t < inf->max_threads; t++) {
+        qe_thread_scratch *s = &inf->scratch[t];
+        s->tile = xcalloc(inf, inf->tile_cap, sizeof(float));
+        s->pack = xcalloc(inf, inf->tile_cap, sizeof(float));
+        s->scores = xcalloc(inf, (size_t)ATT_BLOCK * inf->n_ctx, sizeof(float));
+        if (!s->tile || !s->pack || !s->scores) {
+            rc = qe_err_set(err, QE_ENOMEM, "out of memory (thread scratch)");
+            goto fail;
+        }
+    }
+    return inf;
+fail:
+    (void)rc;
+    qe_infer_free(inf);
+    return NULL;
+}
+
+void qe_infer_free(qe_infer *inf)
+{
+    if (!inf)
+        return;
+    for (int i = 0; i < inf->n_vecs; i++)
+        free(inf->vecs[i]);
+    free(inf->vecs);
+    free(inf->layers);
+    free(inf->names);
+    free(inf->rope_cos);
+    free(inf->rope_sin);
+    free(inf->k_cache);
+    free(inf->v_cache);
+    free(inf->x);
+    free(inf->xb);
+    free(inf->xb2);
+    free(inf->q);
+    free(inf->att);
+    free(inf->k);
+    free(inf->v);
+    free(inf->hb);
+    free(inf->hb2);
+    if (inf->scratch) {
+        for (int t = 0; t < inf->max_threads; t++) {
+            free(inf->scratch[t].tile);
+            free(inf->scratch[t].pack);
+            free(inf->scratch[t].scores);
+        }
+        free(inf->scratch);
+    }
+    free(inf);
+}
+
+int qe_infer_n_past(const qe_infer *inf)
+{
+    return inf->n_past;
+}
+
+void qe_infer_rewind(qe_infer *inf, int n_past)
+{
+    if (n_past < 0)
+        n_past = 0;
+    if (n_past < inf->n_past)
+        inf->n_past = n_past;
+}
+
+int qe_infer_n_vocab(const qe_infer *inf)
+{
+    return inf->cfg.n_vocab;
+}
+
+const struct qe_model *qe_infer_model(const qe_infer *inf)
+{
+    return inf->m;
+}
+
+int qe_infer_n_threads(const qe_infer *inf)
+{
+    return inf->n_threads;
+}
+
+int qe_infer_n_ctx(const qe_infer *inf)
+{
+    return inf->n_ctx;
+}
+
+void qe_infer_set_threads(qe_infer *inf, int n_threads)
+{
+    if (n_threads <= 0)
+        n_threads = omp_get_max_threads();
+    if (n_threads > inf->max_threads)
+        n_threads = inf->max_threads; /* scratch exists for max_threads only */
+    inf->n_threads = n_threads;
+}
+
+uint64_t qe_infer_alloc_nbytes(const qe_infer *inf)
+{
+    return inf->alloc_nbytes;
+}
+
+/* Fork threads only for regions worth it: with 2 cores shared with other
+ * work, a parallel region whose thread is descheduled costs a time slice,
+ * which dwarfs a small matmul.  Results never depend on this choice. */
+#define PAR_MIN_WORK (1 << 22)
+static inline bool par(const qe_infer *inf, double work)
+{
+    return inf->n_threads > 1 && work >= PAR_MIN_WORK;
+}
+
+/* ------------------------------------------------------------- matmul -- */
+
+/* Rows per tile: the f32 tile fits TILE_TARGET_NBYTES, a multiple of 32
+ * (the kernel's column block), and there are enough tiles for the threads. */
+static int tile_rows(const qe_infer *inf, const qe_wt *w)
+{
+    int r = (int)(inf->tile_cap / (size_t)w->n_in);
+    if (r > 256)
+        r = 256;
+    r = r / 32 * 32;
+    int want = (w->n_out + 2 * inf->n_threads - 1) / (2 * inf->n_threads);
+    want = (want + 31) / 32 * 32;
+    if (want < r)
+        r = want;
+    if (r < 32)
+        r = 32;
+    return r;
+}
+
+/* y[t][0..n_out) = x[t] . W^T (+ bias) for t < T; x rows ldx apart, y rows ldy apart. */
+static void matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
+                   int T, float *y, int ldy)
+{
+    if (inf->hook && ldx == w->n_in)
+        inf->hook(inf->hook_ud, name, x, T, w->n_in);
+    const int R = tile_rows(inf, w);
+    const int n_tiles = (w->n_out + R - 1) / R;
+    const int n_in = w->n_in, isa = inf->isa;
+#pragma omp parallel for num_threads(inf->n_threads) schedule(dynamic, 1) \
+    if (par(inf, (double)T * w->n_out * n_in + (double)w->n_out * n_in * 4))
+    for (int tile = 0; tile < n_tiles; tile++) {
+        qe_thread_scratch *s = &inf->scratch[omp_get_thread_num()];
+        const int r0 = tile * R;
+        const int rows = w->n_out - r0 < R ? w->n_out - r0 : R;
+        const uint8_t *src = (const uint8_t *)w->t->data + (size_t)r0 * w->row_nbytes;
+        w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
+        /* transpose to k-major: pack[k][r] */
+        for (int r0b = 0; r0b < rows; r0b += 8) {
+            const int rn = rows - r0b < 8 ? rows - r0b : 8;
+            for (int k = 0; k < n_in; k++)
+                for (int r = 0; r < rn; r++)
+                    s->pack[(size_t)k * rows + r0b + r] = s->tile[(size_t)(r0b + r) * n_in + k];
+        }
+        qe_gemm_f32(isa, T, rows, n_in, x, ldx, s->pack, rows, y + r0, ldy, false);
+        if (w->bias)
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < rows; r++)
+                    y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+    }
+}
+
+/* ---------------------------------------------------------- per token -- */
+
+/* out = x / sqrt(mean(x^2) + eps) * w, the sum of squares in double (ggml_rms_norm). */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int i = 0; i < n; i++)
+        out[i] = (x[i] * scale) * w[i];
+}
+
+static void rmsnorm_rows(qe_infer *inf, float *out, const float *x, const float *w, int T)
+{
+    const int E = inf->cfg.n_embd;
+    const float eps = inf->cfg.rms_eps;
+#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 8.0 * T * E))
+    for (int t = 0; t < T; t++)
+        rmsnorm(out + (size_t)t * E, x + (size_t)t * E, w, E, eps);
+}
+
+/* ---------------------------------------------------------- attention -- */
+
+/* att[t] for t < T (positions pos0+t), reading the cache of layer l. */
+static void attention(qe_infer *inf, int l, int T, int pos0)
+{
+    const qe_config *c = &inf->cfg;
+    const int hd = c->head_dim, n_ctx = inf->n_ctx, kvd = inf->kv_dim, qd = inf->q_dim;
+    const int gqa = c->n_head / c->n_head_kv;
+    const int n_blk = (T + ATT_BLOCK - 1) / ATT_BLOCK;
+    const int n_items = c->n_head * n_blk;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int isa = inf->isa;
+    const float *kt_l = inf->k_cache + (size_t)l * c->n_head_kv * hd * n_ctx;
+    const float *v_l = inf->v_cache + (size_t)l * n_ctx * kvd;
+#pragma omp parallel for num_threads(inf->n_threads) schedule(dynamic, 1) \
+    if (par(inf, 2.0 * c->n_head * T * (pos0 + T) * hd))
+    for (int item = 0; item < n_items; item++) {
+        float *S = inf->scratch[omp_get_thread_num()].scores;
+        const int h = item / n_blk, b = item % n_blk, g = h / gqa;
+        const int t0 = b * ATT_BLOCK;
+        const int mr = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+        const int N = pos0 + t0 + mr; /* keys 0..N-1 cover every query of the block */
+        qe_gemm_f32(isa, mr, N, hd, inf->q + (size_t)t0 * qd + (size_t)h * hd, qd,
+                    kt_l + (size_t)g * hd * n_ctx, n_ctx, S, n_ctx, false);
+        for (int i = 0; i < mr; i++) {
+            float *row = S + (size_t)i * n_ctx;
+            const int p = pos0 + t0 + i; /* causal: keys 0..p */
+            float mx = -INFINITY;
+            for (int j = 0; j <= p; j++) {
+                row[j] *= scale;
+                if (row[j] > mx)
+                    mx = row[j];
+            }
+            double sum = 0.0;
+            for (int j = 0; j <= p; j++) {
+                const float e = expf(row[j] - mx);
+                row[j] = e;
+                sum += (double)e;
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int j = 0; j <= p; j++)
+                row[j] *= inv;
+            for (int j = p + 1; j < N; j++)
+                row[j] = 0.0f;
+        }
+        qe_gemm_f32(isa, mr, hd, N, S, n_ctx, v_l + (size_t)g * hd, kvd,
+                    inf->att + (size_t)t0 * qd + (size_t)h * hd, qd, false);
+    }
+}
+
+/* ------------------------------------------------------------ forward -- */
+
+static const char *wname(qe_infer *inf, int l, int j, const char *suffix)
+{
+    char *n = inf->names[(size_t)l * 7 + j];
+    if (!n[0])
+        snprintf(n, 96, "blk.%d.%s.weight", l, suffix);
+    return n;
+}
+
+/* T tokens at positions n_past..; logits for rows >= logits_from into
+ * logits (row-major) unless logits is NULL. */
+static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from, float *logits,
+                   qe_err *err)
+{
+    const qe_config *c = &inf->cfg;
+    const int E = c->n_embd, F = c->n_ff, hd = c->head_dim, n_ctx = inf->n_ctx;
+    const int qd = inf->q_dim, kvd = inf->kv_dim, pos0 = inf->n_past;
+
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->n_vocab)
+            return qe_err_set(err, QE_EINVAL, "token %d at batch index %d: expected an id in "
+                              "[0, %d)", tokens[t], t, c->n_vocab);
+#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 8.0 * T * E))
+    for (int t = 0; t < T; t++)
+        inf->tok_embd.tr->to_float((const uint8_t *)inf->tok_embd.t->data +
+                                       (size_t)tokens[t] * inf->tok_embd.row_nbytes,
+                                   inf->x + (size_t)t * E, E);
+
+    for (int l = 0; l < c->n_layer; l++) {
+        const qe_layer_w *lw = &inf->layers[l];
+        rmsnorm_rows(inf, inf->xb, inf->x, lw->attn_norm, T);
+        matmul(inf, &lw->q, wname(inf, l, 0, "attn_q"), inf->xb, E, T, inf->q, qd);
+        matmul(inf, &lw->k, wname(inf, l, 1, "attn_k"), inf->xb, E, T, inf->k, kvd);
+        matmul(inf, &lw->v, wname(inf, l, 2, "attn_v"), inf->xb, E, T, inf->v, kvd);
+        float *kt_l = inf->k_cache + (size_t)l * c->n_head_kv * hd * n_ctx;
+        float *v_l = inf->v_cache + (size_t)l * n_ctx * kvd;
+#pragma omp parallel for num_threads(inf->n_threads) schedule(static) \
+    if (par(inf, 8.0 * T * (qd + kvd)))
+        for (int t = 0; t < T; t++) {
+            const int p = pos0 + t;
+            rope_apply(inf, inf->q + (size_t)t * qd, c->n_head, p);
+            rope_apply(inf, inf->k + (size_t)t * kvd, c->n_head_kv, p);
+            for (int d = 0; d < kvd; d++) /* d = g*hd + i -> kt[g][i][p] */
+                kt_l[(size_t)d * n_ctx + p] = inf->k[(size_t)t * kvd + d];
+            memcpy(v_l + (size_t)p * kvd, inf->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+        }
+        attention(inf, l, T, pos0);
+        matmul(inf, &lw->o, wname(inf, l, 3, "attn_output"), inf->att, qd, T, inf->xb2, E);
+#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 2.0 * T * E))
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < E; i++)
+                inf->x[(size_t)t * E + i] += inf->xb2[(size_t)t * E + i];
+
+        rmsnorm_rows(inf, inf->xb, inf->x, lw->ffn_norm, T);
+        matmul(inf, &lw->gate, wname(inf, l, 4, "ffn_gate"), inf->xb, E, T, inf->hb, F);
+        matmul(inf, &lw->up, wname(inf, l, 5, "ffn_up"), inf->xb, E, T, inf->hb2, F);
+#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 16.0 * T * F))
+        for (int t = 0; t < T; t++) {
+            float *g = inf->hb + (size_t)t * F;
+            const float *u = inf->hb2 + (size_t)t * F;
+            for (int i = 0; i < F; i++)
+                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+        matmul(inf, &lw->down, wname(inf, l, 6, "ffn_down"), inf->hb, F, T, inf->xb2, E);
+#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 2.0 * T * E))
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < E; i++)
+                inf->x[(size_t)t * E + i] += inf->xb2[(size_t)t * E + i];
+    }
+    inf->n_past += T;
+
+    if (logits && logits_from < T) {
+        const int n_out = T - logits_from;
+        float *xo = inf->xb + (size_t)logits_from * E;
+        rmsnorm_rows(inf, xo, inf->x + (size_t)logits_from * E, inf->output_norm, n_out);
+        matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab);
+    }
+    return 0;
+}
+
+int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, float *logits,
+                  qe_err *err)
+{
+    if (n < 0 || (n > 0 && !tokens))
+        return qe_err_set(err, QE_EINVAL, "qe_infer_eval: bad token array (n=%d)", n);
+    if (n > inf->n_ctx - inf->n_past)
+        return qe_err_set(err, QE_EBOUNDS, "qe_infer_eval: %d tokens after %d cached positions "
+                          "exceed the context of %d", n, inf->n_past, inf->n_ctx);
+    if (logits_from < 0)
+        logits_from = 0;
+    for (int s = 0; s < n; s += inf->n_batch) {
+        const int T = n - s < inf->n_batch ? n - s : inf->n_batch;
+        int from = logits_from - s;
+        if (from < 0)
+            from = 0;
+        float *out = NULL;
+        if (logits && from < T)
+            out = logits + (size_t)(s + from - logits_from) * inf->cfg.n_vocab;
+        int rc = forward(inf, tokens + s, T, from, out, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,188 @@
+/*
+ * quant_internal.h: what the quant/ files share and nobody else needs:
+ * the GGUF block layouts (pinned by static asserts, byte-compatible with
+ * ggml-common.h of llama.cpp b4747), exact fp16 helpers, the rounding
+ * helper the k-quant searches depend on, the scale/min search routines
+ * (kquant_search.c) and the per-file registration hooks.
+ *
+ * Holds no I/O.  All multi-byte fields are little-endian (we only build on
+ * little-endian x86-64, where the structs map the file bytes directly).
+ */
+#ifndef QE_QUANT_INTERNAL_H
+#define QE_QUANT_INTERNAL_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quant.h"
+
+#define QE_QK4_0 32
+#define QE_QK4_1 32
+#define QE_QK5_0 32
+#define QE_QK5_1 32
+#define QE_QK8_0 32
+#define QE_QK8_1 32
+#define QE_QK4_NL 32
+#define QE_QK_K 256
+#define QE_K_SCALE_SIZE 12
+
+/* Groups whose largest |x| is below this are treated as all-zero
+ * (ggml's GROUP_MAX_EPS). */
+#define QE_GROUP_MAX_EPS 1e-15f
+
+typedef uint16_t qe_half; /* IEEE binary16 bits */
+
+/* ---- legacy 32-weight blocks ---------------------------------------- */
+typedef struct { qe_half d; uint8_t qs[16]; } qe_block_q4_0;          /* x = d*(q-8) */
+typedef struct { qe_half d, m; uint8_t qs[16]; } qe_block_q4_1;       /* x = d*q + m */
+typedef struct { qe_half d; uint8_t qh[4]; uint8_t qs[16]; } qe_block_q5_0;
+typedef struct { qe_half d, m; uint8_t qh[4]; uint8_t qs[16]; } qe_block_q5_1;
+typedef struct { qe_half d; int8_t qs[32]; } qe_block_q8_0;           /* x = d*q */
+typedef struct { qe_half d, s; int8_t qs[32]; } qe_block_q8_1;        /* s = d*sum(q) */
+_Static_assert(sizeof(qe_block_q4_0) == 18, "q4_0 block size");
+_Static_assert(sizeof(qe_block_q4_1) == 20, "q4_1 block size");
+_Static_assert(sizeof(qe_block_q5_0) == 22, "q5_0 block size");
+_Static_assert(sizeof(qe_block_q5_1) == 24, "q5_1 block size");
+_Static_assert(sizeof(qe_block_q8_0) == 34, "q8_0 block size");
+_Static_assert(sizeof(qe_block_q8_1) == 36, "q8_1 block size");
+
+/* ---- k-quants: 256-weight super-blocks ------------------------------ */
+typedef struct {
+    uint8_t scales[16]; /* low nibble: 4-bit scale, high nibble: 4-bit min, per 16 */
+    uint8_t qs[64];     /* 2-bit quants */
+    qe_half d, dmin;
+} qe_block_q2_K;
+typedef struct {
+    uint8_t hmask[32];  /* high bit of each 3-bit quant */
+    uint8_t qs[64];     /* low 2 bits */
+    uint8_t scales[12]; /* 16 x 6-bit scales, stored +32 */
+    qe_half d;
+} qe_block_q3_K;
+typedef struct {
+    qe_half d, dmin;
+    uint8_t scales[QE_K_SCALE_SIZE]; /* 8 x 6-bit scales + 8 x 6-bit mins */
+    uint8_t qs[128];
+} qe_block_q4_K;
+typedef struct {
+    qe_half d, dmin;
+    uint8_t scales[QE_K_SCALE_SIZE];
+    uint8_t qh[32];  /* 5th bit */
+    uint8_t qs[128]; /* low 4 bits */
+} qe_block_q5_K;
+typedef struct {
+    uint8_t ql[128];   /* low 4 bits */
+    uint8_t qh[64];    /* high 2 bits */
+    int8_t scales[16]; /* 8-bit signed scale per 16 */
+    qe_half d;
+} qe_block_q6_K;
+typedef struct {
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16]; /* sum of qs per 16 */
+} qe_block_q8_K;
+_Static_assert(sizeof(qe_block_q2_K) == 84, "q2_K block size");
+_Static_assert(sizeof(qe_block_q3_K) == 110, "q3_K block size");
+_Static_assert(sizeof(qe_block_q4_K) == 144, "q4_K block size");
+_Static_assert(sizeof(qe_block_q5_K) == 176, "q5_K block size");
+_Static_assert(sizeof(qe_block_q6_K) == 210, "q6_K block size");
+_Static_assert(sizeof(qe_block_q8_K) == 292, "q8_K block size");
+
+/* ---- non-linear 4-bit ----------------------------------------------- */
+typedef struct { qe_half d; uint8_t qs[16]; } qe_block_iq4_nl; /* x = d*kvalues[q] */
+typedef struct {
+    qe_half d;
+    uint16_t scales_h;   /* high 2 bits of 8 x 6-bit scales */
+    uint8_t scales_l[4]; /* low 4 bits */
+    uint8_t qs[128];
+} qe_block_iq4_xs;
+_Static_assert(sizeof(qe_block_iq4_nl) == 18, "iq4_nl block size");
+_Static_assert(sizeof(qe_block_iq4_xs) == 136, "iq4_xs block size");
+
+/* The 16 IQ4_NL/IQ4_XS codebook values (formats_iq.c). */
+extern const int8_t qe_kvalues_iq4nl[16];
+
+/* ---- helpers -------------------------------------------------------- */
+
+/* Exact binary16 -> binary32 (inline twin of qe_fp16_to_fp32). */
+static inline float qe_h2f(qe_half h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp != 0 && exp != 31) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    return qe_fp16_to_fp32(h);
+}
+static inline qe_half qe_f2h(float f) { return qe_fp32_to_fp16(f); }
+
+/* Round to nearest, ties to even, via the 1.5*2^23 trick ggml uses
+ * (valid for |x| <= 4194303; the k-quant outputs depend on it). */
+static inline int qe_nearest_int(float fval)
+{
+    float val = fval + 12582912.f;
+    int i;
+    memcpy(&i, &val, sizeof(int));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+#define QE_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define QE_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* 1 if all n values are finite. */
+static inline bool qe_all_finite(const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return false;
+    return true;
+}
+
+/* ---- scale / min searches (kquant_search.c), ggml semantics --------- */
+float qe_make_qx_quants(int n, int nmax, const float *restrict x, int8_t *restrict L,
+                        int rmse_type, const float *restrict qw);
+float qe_make_q3_quants(int n, int nmax, const float *restrict x, int8_t *restrict L,
+                        bool do_rmse);
+float qe_make_qkx2_quants(int n, int nmax, const float *restrict x, const float *restrict weights,
+                          uint8_t *restrict L, float *restrict the_min, uint8_t *restrict Laux,
+                          float rmin, float rdelta, int nstep, bool use_mad);
+float qe_make_qkx3_quants(int n, int nmax, const float *restrict x, const float *restrict weights,
+                          uint8_t *restrict L, float *restrict the_min, uint8_t *restrict Laux,
+                          float rmin, float rdelta, int nstep, bool use_mad);
+float qe_make_qp_quants(int n, int nmax, const float *restrict x, uint8_t *restrict L,
+                        const float *restrict quant_weights);
+/* Index of the codebook entry (sorted, n values) nearest to x. */
+int qe_best_index_int8(int n, const int8_t *val, float x);
+
+/* ---- registration hooks (called from qe_quant_init in types.c) ------ */
+void qe_register_float(qe_type_traits *tab);
+void qe_register_legacy(qe_type_traits *tab);
+void qe_register_k(qe_type_traits *tab);
+void qe_register_iq(qe_type_traits *tab);
+/* Overwrite to_float/vec_dot with SIMD variants where the CPU allows. */
+void qe_register_avx2(qe_type_traits *tab);
+void qe_register_avx512(qe_type_traits *tab);
+
+/* Reference vec_dot built on a type's to_float_ref: dequantize one block at
+ * a time into a stack buffer, accumulate x*y in double, in index order. */
+#define QE_DEFINE_VEC_DOT_REF(fname, block_t, qk, to_float)                               \
+    static void fname(int64_t n, float *restrict s, const void *restrict vx,              \
+                      const void *restrict vy)                                            \
+    {                                                                                     \
+        const block_t *xb = vx;                                                           \
+        const float *y = vy;                                                              \
+        float tmp[qk];                                                                    \
+        double acc = 0.0;                                                                 \
+        for (int64_t ib = 0; ib < n / (qk); ib++) {                                       \
+            to_float(xb + ib, tmp, (qk));                                                 \
+            for (int j = 0; j < (qk); j++)                                                \
+                acc += (double)tmp[j] * (double)y[ib * (qk) + j];                         \
+        }                                                                                 \
+        *s = (float)acc;                                                                  \
+    }
+
+#endif /* QE_QUANT_INTERNAL_H */
