@@ -103,6 +103,19 @@ static const char *g_simd_level = "ref";
 
 /* Highest level this CPU supports: 2 = avx512 (F+BW+VL), 1 = avx2+fma+f16c,
  * 0 = none. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+/* F16C via CPUID leaf 1, ECX bit 29 (clang 14 rejects "f16c" in
+ * __builtin_cpu_supports). */
+static bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    return (c >> 29) & 1u;
+}
+#endif
+
 static int cpu_simd_level(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -111,8 +124,7 @@ static int cpu_simd_level(void)
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma"))
         return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return 1;
 #endif
     return 0;

@@ -1,4 +1,25 @@
 #!/usr/bin/env bash
-# bench.sh: placeholder
-echo "bench: not built yet" >&2
-exit 2
+# bench.sh: run every benchmark binary given on the command line
+# (make bench passes build/bench/bench_*) and print their figures.
+# Extra arguments for all of them can be passed in $QEVAL_BENCH_ARGS,
+# e.g. QEVAL_BENCH_ARGS="--models smollm --types f16,q8_0" make bench.
+# Exit status: 0 if every benchmark ran, 1 otherwise.
+set -u
+status=0
+if [ "$#" -eq 0 ]; then
+    echo "usage: scripts/bench.sh build/bench/bench_* ..." >&2
+    exit 2
+fi
+for bin in "$@"; do
+    name=$(basename "$bin")
+    echo "== $name"
+    start=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    if ! "$bin" ${QEVAL_BENCH_ARGS:-}; then
+        echo "   $name FAILED" >&2
+        status=1
+    fi
+    end=$(date +%s.%N)
+    awk -v n="$name" -v a="$start" -v b="$end" 'BEGIN { printf "   (%s: %.1fs)\n", n, b - a }'
+done
+exit $status

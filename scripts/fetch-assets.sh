@@ -34,6 +34,12 @@ while read -r dest src hash url license; do
             echo "fetch-assets: $dest: download failed from $url" >&2
             n_fail=$((n_fail + 1)); rm -f "$dest.part"; continue
         fi
+        # The public source ships some files compressed; the MANIFEST hash is
+        # of the decompressed file.
+        case "$url" in
+            *.bz2) case "$dest" in *.bz2) ;; *) bunzip2 -c "$dest.part" > "$dest.tmp" && mv -f "$dest.tmp" "$dest.part" ;; esac ;;
+            *.gz)  case "$dest" in *.gz) ;; *) gzip -dc "$dest.part" > "$dest.tmp" && mv -f "$dest.tmp" "$dest.part" ;; esac ;;
+        esac
     else
         echo "fetch-assets: $dest: not in $ASSETS/$src and no public URL in $MANIFEST" >&2
         n_fail=$((n_fail + 1)); continue

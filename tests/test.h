@@ -26,22 +26,27 @@ static const char *test_cur_name;
 
 #define CHECK(cond) CHECKF(cond, "%s", "")
 
-#define CHECKF(cond, ...)                                                                   \
+/* Record a failed check: `ok` already evaluated, `text` its source. */
+#define TEST_CHECK_IMPL(ok, text, ...)                                                      \
     do {                                                                                    \
-        if (!(cond)) {                                                                      \
+        if (!(ok)) {                                                                        \
             test_cur_failed = 1;                                                            \
             fprintf(stdout, "  FAIL %s (%s:%d): %s: ", test_cur_name, __FILE__, __LINE__,   \
-                    #cond);                                                                 \
+                    text);                                                                  \
             fprintf(stdout, __VA_ARGS__);                                                   \
             fputc('\n', stdout);                                                            \
         }                                                                                   \
     } while (0)
 
-/* Like CHECKF but stops the test (use when later checks would crash). */
+#define CHECKF(cond, ...) TEST_CHECK_IMPL(cond, #cond, __VA_ARGS__)
+
+/* Like CHECKF but stops the test (use when later checks would crash).
+ * The condition is evaluated exactly once. */
 #define REQUIRE(cond, ...)                                                                  \
     do {                                                                                    \
-        CHECKF(cond, __VA_ARGS__);                                                          \
-        if (!(cond))                                                                        \
+        int require_ok_ = !!(cond);                                                         \
+        TEST_CHECK_IMPL(require_ok_, #cond, __VA_ARGS__);                                   \
+        if (!require_ok_)                                                                   \
             return;                                                                         \
     } while (0)
 

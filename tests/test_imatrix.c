@@ -18,6 +18,13 @@
 #include "../harness/util/common.h"
 #include "test.h"
 
+/* REQUIRE evaluates its condition twice: run calls with side effects once. */
+#define REQUIRE_OK(expr, ...)                                                                  \
+    do {                                                                                       \
+        int rc_ = (expr);                                                                      \
+        REQUIRE(rc_ == 0, __VA_ARGS__);                                                        \
+    } while (0)
+
 static const char *golden_path(void)
 {
     return test_asset("testdata/llamacpp/rand-llama-256.imatrix");
@@ -63,13 +70,13 @@ TEST(dat_roundtrip_byte_identical)
     qe_err err = {0};
     char *orig = NULL;
     size_t n = 0;
-    REQUIRE(qe_read_file(golden_path(), &orig, &n, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_read_file(golden_path(), &orig, &n, &err), "%s", err.msg);
     CHECK(n == 18908);
     qe_imatrix *im = qe_imatrix_read_dat(orig, n, "golden", &err);
     REQUIRE(im, "%s", err.msg);
     uint8_t *out = NULL;
     size_t on = 0;
-    REQUIRE(qe_imatrix_write_dat_mem(im, &out, &on, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_imatrix_write_dat_mem(im, &out, &on, &err), "%s", err.msg);
     CHECKF(on == n && memcmp(out, orig, n) == 0, "rewritten %zu bytes vs %zu", on, n);
     free(out);
     qe_imatrix_free(im);
@@ -86,7 +93,7 @@ TEST(gguf_roundtrip)
     int fd = mkstemp(path);
     REQUIRE(fd >= 0, "mkstemp");
     close(fd);
-    REQUIRE(qe_imatrix_write_gguf(a, path, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_imatrix_write_gguf(a, path, &err), "%s", err.msg);
     qe_imatrix *g = qe_imatrix_load(path, &err);
     REQUIRE(g, "%s", err.msg);
     CHECK(g->format == QE_IMATRIX_GGUF);
@@ -109,7 +116,7 @@ TEST(gguf_roundtrip)
     /* and back to .dat: every stored value bit-identical to the original */
     uint8_t *buf = NULL;
     size_t bn = 0;
-    REQUIRE(qe_imatrix_write_dat_mem(g, &buf, &bn, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_imatrix_write_dat_mem(g, &buf, &bn, &err), "%s", err.msg);
     CHECK(bn == 18908);
     qe_imatrix *b = qe_imatrix_read_dat(buf, bn, "back", &err);
     REQUIRE(b, "%s", err.msg);
@@ -134,7 +141,7 @@ TEST(hostile_dat)
     qe_err err = {0};
     char *orig = NULL;
     size_t n = 0;
-    REQUIRE(qe_read_file(golden_path(), &orig, &n, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_read_file(golden_path(), &orig, &n, &err), "%s", err.msg);
     /* truncation anywhere inside the entries */
     size_t cuts[] = {0, 2, 4, 7, 30, 100, 1000, 18000};
     for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
@@ -204,9 +211,9 @@ TEST(collect_vs_llama_imatrix)
     size_t n_text = 0;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    REQUIRE(qe_read_file(test_asset("testdata/llamacpp/text-eng.txt"), &text, &n_text, &err) == 0,
+    REQUIRE_OK(qe_read_file(test_asset("testdata/llamacpp/text-eng.txt"), &text, &n_text, &err),
             "%s", err.msg);
-    REQUIRE(qe_tokenize(m->tok, text, n_text, true, false, &ids, &n_ids, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_tokenize(m->tok, text, n_text, true, false, &ids, &n_ids, &err), "%s", err.msg);
     /* llama-imatrix: 289 chunks of 128 -> at least 36992 tokens */
     CHECKF(n_ids / 128 == 289, "%zu tokens", n_ids);
     qe_imatrix_collect_opts co = {128, 32, 2, "data/text-eng.txt", false};
@@ -239,7 +246,7 @@ TEST(collect_vs_llama_imatrix)
     /* writes a well-formed .dat that reads back */
     uint8_t *buf = NULL;
     size_t bn = 0;
-    REQUIRE(qe_imatrix_write_dat_mem(im, &buf, &bn, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_imatrix_write_dat_mem(im, &buf, &bn, &err), "%s", err.msg);
     qe_imatrix *back = qe_imatrix_read_dat(buf, bn, "mem", &err);
     CHECKF(back && back->n_entries == 14 && back->chunk_count == 32, "%s", err.msg);
     qe_imatrix_free(back);

@@ -8,8 +8,9 @@
  *    linear rope scaling) against an independent double-precision
  *    reference written here from the math (tolerance 2e-4 relative to the
  *    logit range: f32 vs double rounding only);
- *  - determinism: 1 vs 2 threads, repeated runs, prefill vs token-by-token
- *    decode: bit-identical logits;
+ *  - determinism: 1 vs 2 threads, repeated runs, different n_batch splits:
+ *    bit-identical logits (prefill and decode each); decode vs prefill
+ *    within 1e-5 of the logit range (decode uses lane-split dots);
  *  - bad input: unknown architecture, missing tensor, bad token id;
  *  - stories260K greedy text from the llama2.c .bin and the GGUF equals
  *    llama-simple's output (testdata/llamacpp/simple-stories260K-F32.txt).
@@ -384,7 +385,16 @@ TEST(determinism_threads_runs_batching)
     CHECKF(memcmp(a, b, nb) == 0, "1 vs 2 threads differ");
     CHECKF(memcmp(b, c, nb) == 0, "repeated runs differ");
     CHECKF(memcmp(b, d, nb) == 0, "n_batch 100 vs 37 differ");
-    CHECKF(memcmp(b, e, nb) == 0, "prefill vs token-by-token decode differ");
+    /* decode (T <= QE_DECODE_MAX_T) uses lane-split dots: close, not bitwise */
+    double worst = 0, range = 0;
+    for (size_t i = 0; i < nb / 4; i++) {
+        worst = fmax(worst, fabs((double)b[i] - e[i]));
+        range = fmax(range, fabs((double)b[i]));
+    }
+    CHECKF(worst <= 1e-5 * range, "prefill vs decode: max diff %g of range %g", worst, range);
+    float *f = run_logits(m, tok, 100, 1, 100, true);
+    CHECKF(f && memcmp(e, f, nb) == 0, "decode: 1 vs 2 threads differ");
+    free(f);
     free(a), free(b), free(c), free(d), free(e);
     synth_free(m);
 }

@@ -22,6 +22,13 @@
 #include "../quant/recipe.h"
 #include "test.h"
 
+/* REQUIRE evaluates its condition twice: run calls with side effects once. */
+#define REQUIRE_OK(expr, ...)                                                                  \
+    do {                                                                                       \
+        int rc_ = (expr);                                                                      \
+        REQUIRE(rc_ == 0, __VA_ARGS__);                                                        \
+    } while (0)
+
 /* ---- golden.json helpers ---------------------------------------------- */
 
 static cJSON *g_golden;
@@ -196,7 +203,7 @@ static void check_golden_run(cJSON *f, const src_model *src, int *n_checked)
     qe_mix_opts o = opts_for(src, ftype, imat);
     qe_mix_choice ch[64];
     qe_err err = {0};
-    REQUIRE(qe_mix_plan(&o, src->t, src->n, ch, &err) == 0, "%s: %s", fname, err.msg);
+    REQUIRE_OK(qe_mix_plan(&o, src->t, src->n, ch, &err), "%s: %s", fname, err.msg);
 
     cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(q, "fallbacks"), *fb;
     cJSON_ArrayForEach(fb, fallbacks)
@@ -288,7 +295,7 @@ TEST(stories_legacy_types_do_not_abort)
         qe_mix_opts o = opts_for(s, legacy[k], false);
         qe_mix_choice ch[64];
         qe_err err = {0};
-        REQUIRE(qe_mix_plan(&o, s->t, s->n, ch, &err) == 0, "%s", err.msg);
+        REQUIRE_OK(qe_mix_plan(&o, s->t, s->n, ch, &err), "%s", err.msg);
         int n_qeval = 0;
         for (int i = 0; i < s->n; i++) {
             if (ch[i].fallback == QE_FALLBACK_QEVAL) {
@@ -353,7 +360,7 @@ TEST(llama3_8b_sizes)
         o.n_head_kv = 8;
         qe_mix_choice *ch = calloc((size_t)n, sizeof *ch);
         qe_err err = {0};
-        REQUIRE(qe_mix_plan(&o, t, n, ch, &err) == 0, "%s", err.msg);
+        REQUIRE_OK(qe_mix_plan(&o, t, n, ch, &err), "%s", err.msg);
         uint64_t bytes = 0;
         for (int i = 0; i < n; i++)
             bytes += qe_mix_tensor_nbytes(ch[i].type, t[i].ne);
@@ -390,7 +397,7 @@ TEST(imatrix_required)
     qe_mix_opts o = opts_for(s, QE_FTYPE_IQ2_XXS, true);
     qe_mix_choice ch[64];
     qe_err err = {0};
-    REQUIRE(qe_mix_plan(&o, s->t, s->n, ch, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_mix_plan(&o, s->t, s->n, ch, &err), "%s", err.msg);
     CHECK(ch[find_tensor(s, "output.weight")].type == QE_TYPE_Q5_K);
     CHECK(ch[find_tensor(s, "token_embd.weight")].type == QE_TYPE_Q2_K);
     CHECK(ch[find_tensor(s, "blk.0.attn_v.weight")].type == QE_TYPE_Q2_K);
@@ -406,14 +413,14 @@ TEST(pure_and_overrides)
     o.pure = true;
     qe_mix_choice ch[64];
     qe_err err = {0};
-    REQUIRE(qe_mix_plan(&o, s->t, s->n, ch, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_mix_plan(&o, s->t, s->n, ch, &err), "%s", err.msg);
     for (int i = 0; i < s->n; i++)
         CHECKF(ch[i].type == (s->t[i].n_dims >= 2 ? QE_TYPE_Q4_K : QE_TYPE_F32), "%s: %s",
                s->t[i].name, qe_type_name(ch[i].type));
     o.pure = false;
     o.leave_output = true;
     o.token_embd_type = QE_TYPE_Q8_0;
-    REQUIRE(qe_mix_plan(&o, s->t, s->n, ch, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_mix_plan(&o, s->t, s->n, ch, &err), "%s", err.msg);
     CHECK(ch[find_tensor(s, "output.weight")].type == QE_TYPE_F32);
     CHECK(!ch[find_tensor(s, "output.weight")].quantize);
     CHECK(ch[find_tensor(s, "token_embd.weight")].type == QE_TYPE_Q8_0);
@@ -448,7 +455,7 @@ TEST(custom_recipe_rules)
     qe_recipe_apply(r, s->t, s->n);
     qe_mix_opts o = opts_for(s, qe_recipe_base_ftype(r), false);
     qe_mix_choice ch[64];
-    REQUIRE(qe_mix_plan(&o, s->t, s->n, ch, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_mix_plan(&o, s->t, s->n, ch, &err), "%s", err.msg);
     for (int i = 0; i < s->n; i++) {
         const char *nm = s->t[i].name;
         int want;
@@ -480,7 +487,7 @@ TEST(custom_recipe_rules)
     qe_recipe_apply(r, st->t, st->n);
     o = opts_for(st, qe_recipe_base_ftype(r), false);
     CHECK(o.ftype == -1);
-    REQUIRE(qe_mix_plan(&o, st->t, st->n, ch, &err) == 0, "%s", err.msg);
+    REQUIRE_OK(qe_mix_plan(&o, st->t, st->n, ch, &err), "%s", err.msg);
     CHECK(ch[find_tensor(st, "blk.2.ffn_down.weight")].type == QE_TYPE_F16);
     CHECK(ch[find_tensor(st, "blk.2.ffn_down.weight")].fallback == QE_FALLBACK_QEVAL);
     CHECK(ch[find_tensor(st, "blk.2.ffn_up.weight")].type == QE_TYPE_Q5_0);

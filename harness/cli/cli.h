@@ -46,8 +46,9 @@ int qe_cmd_merge(int argc, char **argv);
  *       else positional...
  *   }
  * qe_arg_value accepts "--name VALUE" and "--name=VALUE" (and the optional
- * short alias, e.g. "-o"); if the value is missing it prints a usage error
- * and sets *i = -1 (check with qe_arg_failed(i)).
+ * short alias, e.g. "-o"); if the value is missing it prints an error,
+ * sets *i = argc + 1 and returns NULL, so callers check `i > argc` and
+ * exit 2.
  */
 bool qe_arg_help(const char *a);
 bool qe_arg_is_flag(const char *a, const char *name);

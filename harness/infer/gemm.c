@@ -190,6 +190,78 @@ __attribute__((target("avx2,fma"))) static void gemm_avx2(int M, int N, int K, c
     }
 }
 
+/* ---------------------------------------------------------------- dot -- */
+
+/* Decode-path dot products: the k sum is split over lanes (4 x 16 or
+ * 4 x 8 accumulators, then a fixed tree), so the bits depend on the ISA
+ * but never on threads. */
+static float dot_ref(int n, const float *a, const float *b)
+{
+    float acc[16] = {0};
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] = fmaf(a[k + l], b[k + l], acc[l]);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            acc[l] += acc[l + w];
+    float s = acc[0];
+    for (; k < n; k++)
+        s = fmaf(a[k], b[k], s);
+    return s;
+}
+
+__attribute__((target("avx512f"))) static float dot_avx512(int n, const float *a, const float *b)
+{
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    int k = 0;
+    for (; k + 64 <= n; k += 64) {
+        c0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), c0);
+        c1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), c1);
+        c2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 32), _mm512_loadu_ps(b + k + 32), c2);
+        c3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 48), _mm512_loadu_ps(b + k + 48), c3);
+    }
+    for (; k + 16 <= n; k += 16)
+        c0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), c0);
+    if (k < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        c1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), c1);
+    }
+    c0 = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
+    return _mm512_reduce_add_ps(c0);
+}
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(int n, const float *a, const float *b)
+{
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    int k = 0;
+    for (; k + 32 <= n; k += 32) {
+        c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), c0);
+        c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), c1);
+        c2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), _mm256_loadu_ps(b + k + 16), c2);
+        c3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(b + k + 24), c3);
+    }
+    for (; k + 8 <= n; k += 8)
+        c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), c0);
+    c0 = _mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(c0), _mm256_extractf128_ps(c0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float s = _mm_cvtss_f32(h);
+    for (; k < n; k++)
+        s = fmaf(a[k], b[k], s);
+    return s;
+}
+
+float qe_dot_f32(int isa, int n, const float *a, const float *b)
+{
+    if (isa == QE_ISA_AVX512)
+        return dot_avx512(n, a, b);
+    if (isa == QE_ISA_AVX2)
+        return dot_avx2(n, a, b);
+    return dot_ref(n, a, b);
+}
+
 /* ----------------------------------------------------------- dispatch -- */
 
 static int g_isa = -1;

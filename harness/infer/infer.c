@@ -566,6 +566,14 @@ static void matmul(qe_infer *inf, const qe_wt *w, const char *name, const float 
         const int rows = w->n_out - r0 < R ? w->n_out - r0 : R;
         const uint8_t *src = (const uint8_t *)w->t->data + (size_t)r0 * w->row_nbytes;
         w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
+        if (T <= QE_DECODE_MAX_T) { /* decode: bandwidth-bound, no repacking */
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < rows; r++)
+                    y[(size_t)t * ldy + r0 + r] =
+                        qe_dot_f32(isa, n_in, x + (size_t)t * ldx, s->tile + (size_t)r * n_in) +
+                        (w->bias ? w->bias[r0 + r] : 0.0f);
+            continue;
+        }
         /* transpose to k-major: pack[k][r] */
         for (int r0b = 0; r0b < rows; r0b += 8) {
             const int rn = rows - r0b < 8 ? rows - r0b : 8;

@@ -97,5 +97,11 @@ bool qe_infer_isa_available(int isa);
  */
 void qe_gemm_f32(int isa, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                  float *C, int ldc, bool accumulate);
+/* Dot product for the decode path (T <= QE_DECODE_MAX_T tokens): lanes
+ * split the k sum and a fixed tree reduces them, so the bits depend on isa
+ * but never on threads.  Decode logits may therefore differ from prefill
+ * logits in the last bits. */
+#define QE_DECODE_MAX_T 2
+float qe_dot_f32(int isa, int n, const float *a, const float *b);
 
 #endif /* QE_INFER_H */

@@ -976,7 +976,11 @@ int qe_store_find_variant(qe_store *s, int64_t run_id, const char *name, int64_t
 
 int qe_store_merge(qe_store *out, const char *in_path, int64_t *n_rows_added, qe_err *err)
 {
-    /* Validate the input by opening it as a store first (schema check). */
+    /* Validate the input by opening it as a store first (schema check);
+     * never create it. */
+    if (access(in_path, R_OK) != 0)
+        return qe_err_set(err, QE_EIO, "%s: cannot read input database: %s", in_path,
+                          strerror(errno));
     qe_store *in = qe_store_open(in_path, err);
     if (!in)
         return err ? err->code : QE_EDB;

@@ -1,0 +1,273 @@
+/*
+ * bench_infer.c: speed of the inference core on random-weight models with
+ * real shapes, built in memory (no files):
+ *   smollm-135m:  llama, n_embd 576, n_ff 1536, 30 layers, 9/3 heads, vocab 49152, tied
+ *   qwen2.5-0.5b: qwen2, n_embd 896, n_ff 4864, 24 layers, 14/2 heads, vocab 151936,
+ *                 tied, Q/K/V biases, rope base 1e6
+ * in F16, Q8_0, Q4_K and Q2_K (every 2-D weight in that type, quantized
+ * with the traits table's from_float_ref; weights N(0, 0.02)-like uniform).
+ *
+ * Prints per model/type: prefill tokens/s for the perplexity workload
+ * (one 512-token chunk, logits for all 512 positions incl. the output
+ * projection), decode tokens/s (single-token steps after a 128-token
+ * prompt), achieved GFLOP/s and the fraction of this machine's peak.
+ *
+ * usage: bench_infer [--models smollm,qwen] [--types f16,q8_0,q4_K,q2_K]
+ *                    [--threads N] [--ctx 512]
+ * llama.cpp b4747 reference (SPEED.md, 2 threads, ctx 512, Intel host):
+ *   SmolLM F16 436, Q8_0 453, Q4_K_M 385, Q2_K 370 tok/s;
+ *   Qwen2.5-0.5B F16 165, Q8_0 168, Q4_K_M 137, Q2_K 131 tok/s.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../harness/infer/infer.h"
+#include "../harness/model/model.h"
+#include "../quant/quant.h"
+
+typedef struct shape {
+    const char *name, *arch;
+    int n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv;
+    bool bias;
+    float rope_base, eps;
+    double llama_tps[4]; /* SPEED.md medians for f16, q8_0, q4_K(_M), q2_K */
+} shape;
+
+static const shape SHAPES[] = {
+    {"smollm-135m", "llama", 49152, 576, 1536, 30, 9, 3, false, 10000.f, 1e-5f,
+     {436, 453, 385, 370}},
+    {"qwen2.5-0.5b", "qwen2", 151936, 896, 4864, 24, 14, 2, true, 1e6f, 1e-6f,
+     {165, 168, 137, 131}},
+};
+static const char *TYPES[] = {"f16", "q8_0", "q4_K", "q2_K"};
+
+static uint64_t rs = 88172645463325252ull;
+static inline float urand(void) /* uniform [-1, 1) */
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((int32_t)(rs >> 32)) * (1.0f / 2147483648.0f);
+}
+
+/* Append a tensor of n_out rows x n_in values of type `type`; random values
+ * of std ~0.02 (norms: 1). */
+static int add(qe_model *m, const char *name, int type, int n_in, int n_out, float amp, float off)
+{
+    const qe_type_traits *tr = qe_type_get(type);
+    size_t row = qe_type_row_nbytes(type, n_in);
+    if (!tr || row == 0 || (type != QE_TYPE_F32 && type != QE_TYPE_F16 && !tr->from_float_ref)) {
+        fprintf(stderr, "bench: cannot build %s as %s\n", name, tr ? tr->name : "?");
+        return -1;
+    }
+    uint8_t *data = malloc(row * (size_t)n_out);
+    float *x = malloc((size_t)n_in * sizeof(float));
+    if (!data || !x)
+        return -1;
+    for (int r = 0; r < n_out; r++) {
+        for (int i = 0; i < n_in; i++)
+            x[i] = off + amp * urand();
+        uint8_t *dst = data + (size_t)r * row;
+        if (type == QE_TYPE_F32)
+            memcpy(dst, x, (size_t)n_in * 4);
+        else if (type == QE_TYPE_F16)
+            for (int i = 0; i < n_in; i++)
+                ((uint16_t *)dst)[i] = qe_fp32_to_fp16(x[i]);
+        else
+            tr->from_float_ref(x, dst, n_in, NULL);
+    }
+    free(x);
+    int64_t ne[4] = {n_in, n_out, 1, 1};
+    qe_err err = {0};
+    if (qe_model_add_tensor(m, name, type, n_out > 1 ? 2 : 1, ne, data, data, &err)) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        free(data);
+        return -1;
+    }
+    return 0;
+}
+
+static qe_model *build(const shape *s, int type)
+{
+    qe_model *m = calloc(1, sizeof *m);
+    qe_config *c = &m->cfg;
+    snprintf(c->arch, sizeof c->arch, "%s", s->arch);
+    snprintf(c->name, sizeof c->name, "%s", s->name);
+    snprintf(m->path, sizeof m->path, "<random %s>", s->name);
+    c->n_vocab = s->n_vocab;
+    c->n_embd = s->n_embd;
+    c->n_ff = s->n_ff;
+    c->n_layer = s->n_layer;
+    c->n_head = s->n_head;
+    c->n_head_kv = s->n_head_kv;
+    c->head_dim = s->n_embd / s->n_head;
+    c->n_rot = c->head_dim;
+    c->rms_eps = s->eps;
+    c->rope_freq_base = s->rope_base;
+    c->rope_freq_scale = 1.0f;
+    c->rope_kind = strcmp(s->arch, "qwen2") == 0 ? QE_ROPE_NEOX : QE_ROPE_NORM;
+    c->tied_output = true;
+    c->has_qkv_bias = s->bias;
+    const int E = s->n_embd, qd = c->n_head * c->head_dim, kvd = c->n_head_kv * c->head_dim;
+    const float a = 0.035f; /* uniform amplitude: std 0.02 */
+    int rc = add(m, "token_embd.weight", type, E, s->n_vocab, a, 0);
+    rc |= add(m, "output_norm.weight", QE_TYPE_F32, E, 1, 0, 1);
+    char nm[96];
+    for (int l = 0; l < s->n_layer && rc == 0; l++) {
+#define W(suf, ni, no)                                    \
+    snprintf(nm, sizeof nm, "blk.%d." suf ".weight", l); \
+    rc |= add(m, nm, type, ni, no, a, 0)
+        W("attn_q", E, qd);
+        W("attn_k", E, kvd);
+        W("attn_v", E, kvd);
+        W("attn_output", qd, E);
+        W("ffn_gate", E, s->n_ff);
+        W("ffn_up", E, s->n_ff);
+        W("ffn_down", s->n_ff, E);
+#undef W
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+        rc |= add(m, nm, QE_TYPE_F32, E, 1, 0, 1);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+        rc |= add(m, nm, QE_TYPE_F32, E, 1, 0, 1);
+        if (s->bias) {
+            snprintf(nm, sizeof nm, "blk.%d.attn_q.bias", l);
+            rc |= add(m, nm, QE_TYPE_F32, qd, 1, a, 0);
+            snprintf(nm, sizeof nm, "blk.%d.attn_k.bias", l);
+            rc |= add(m, nm, QE_TYPE_F32, kvd, 1, a, 0);
+            snprintf(nm, sizeof nm, "blk.%d.attn_v.bias", l);
+            rc |= add(m, nm, QE_TYPE_F32, kvd, 1, a, 0);
+        }
+    }
+    if (rc) {
+        qe_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Peak f32 GFLOP/s of this machine: cores x MHz x flops/cycle (AVX-512 FMA:
+ * 2 pipes x 16 lanes x 2 = 64 on Intel, 32 on AMD Zen 4 whose 512-bit ops
+ * run as two 256-bit halves; AVX2: 32). */
+static double peak_gflops(int n_threads)
+{
+    double mhz = 0;
+    bool amd = false;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            if (!mhz && strncmp(line, "cpu MHz", 7) == 0)
+                mhz = atof(strchr(line, ':') + 1);
+            if (strstr(line, "AuthenticAMD"))
+                amd = true;
+        }
+        fclose(f);
+    }
+    if (mhz <= 0)
+        mhz = 2500;
+    int isa = qe_infer_isa();
+    double fpc = isa == QE_ISA_AVX512 ? (amd ? 32 : 64) : isa == QE_ISA_AVX2 ? 32 : 4;
+    return n_threads * mhz * 1e-3 * fpc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *models = "smollm,qwen", *types = "f16,q8_0,q4_K,q2_K";
+    int n_threads = 2, n_ctx = 512;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--models") == 0 && i + 1 < argc)
+            models = argv[++i];
+        else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc)
+            types = argv[++i];
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            n_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc)
+            n_ctx = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--models smollm,qwen] [--types f16,q8_0,q4_K,q2_K] "
+                            "[--threads N] [--ctx 512]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (n_threads < 1 || n_ctx < 16) {
+        fprintf(stderr, "bench_infer: bad --threads/--ctx\n");
+        return 2;
+    }
+    const double peak = peak_gflops(n_threads);
+    printf("bench_infer: isa %s, %d threads, ctx %d, peak %.0f GFLOP/s\n",
+           qe_infer_isa_name(qe_infer_isa()), n_threads, n_ctx, peak);
+    printf("%-13s %-5s %9s %12s %9s %8s %6s %11s %9s\n", "model", "type", "weights", "prefill t/s",
+           "GFLOP/s", "of peak", "llama", "decode t/s", "build s");
+    for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
+        const shape *s = &SHAPES[si];
+        if (!strstr(models, strncmp(s->name, "qwen", 4) == 0 ? "qwen" : "smollm"))
+            continue;
+        for (int ti = 0; ti < 4; ti++) {
+            /* exact, case-sensitive token match in the list */
+            char want[64];
+            snprintf(want, sizeof want, ",%s,", types);
+            char tok[16];
+            snprintf(tok, sizeof tok, ",%s,", TYPES[ti]);
+            if (!strstr(want, tok))
+                continue;
+            int type = qe_type_from_name(TYPES[ti]);
+            const qe_type_traits *tr = qe_type_get(type);
+            if (!tr || (!tr->to_float) || (type != QE_TYPE_F16 && !tr->from_float_ref)) {
+                printf("%-13s %-5s  skipped: no kernels for this type yet\n", s->name, TYPES[ti]);
+                continue;
+            }
+            double tb = qe_now();
+            qe_model *m = build(s, type);
+            tb = qe_now() - tb;
+            if (!m)
+                return 1;
+            qe_err err = {0};
+            qe_infer_opts o = {.n_ctx = n_ctx, .n_threads = n_threads};
+            qe_infer *inf = qe_infer_new(m, &o, &err);
+            if (!inf) {
+                fprintf(stderr, "bench: %s\n", err.msg);
+                return 1;
+            }
+            int32_t *tok_ids = malloc((size_t)n_ctx * sizeof(int32_t));
+            float *logits = malloc((size_t)n_ctx * s->n_vocab * sizeof(float));
+            for (int i = 0; i < n_ctx; i++)
+                tok_ids[i] = (int32_t)((i * 2654435761u) % (uint32_t)s->n_vocab);
+            /* prefill: the perplexity workload, logits for every position */
+            double t0 = qe_now();
+            if (qe_infer_eval(inf, tok_ids, n_ctx, 0, logits, &err)) {
+                fprintf(stderr, "bench: %s\n", err.msg);
+                return 1;
+            }
+            double tp = qe_now() - t0;
+            /* flops: 2 per weight per token (incl. output) + attention q.k and p.v */
+            const double hd = (double)s->n_embd / s->n_head;
+            double w_params = (double)qe_model_n_params(m) - (double)s->n_embd * s->n_vocab +
+                              2.0 * s->n_embd * s->n_vocab; /* embd lookup is free, output not */
+            double flops = 2.0 * w_params * n_ctx +
+                           4.0 * s->n_layer * s->n_head * hd * ((double)n_ctx * (n_ctx + 1) / 2);
+            double gfs = flops / tp * 1e-9;
+            /* decode: 32 single-token steps after a 128-token prompt */
+            qe_infer_rewind(inf, 0);
+            int n_prompt = n_ctx / 4, n_dec = 32;
+            qe_infer_eval(inf, tok_ids, n_prompt, n_prompt - 1, logits, &err);
+            double t1 = qe_now();
+            for (int i = 0; i < n_dec; i++)
+                qe_infer_eval(inf, tok_ids + n_prompt + i, 1, 0, logits, &err);
+            double td = qe_now() - t1;
+            double wbytes = (double)qe_model_tensor_nbytes(m) / (1 << 20);
+            printf("%-13s %-5s %7.0fMB %12.1f %9.1f %7.1f%% %6.0f %11.2f %9.1f\n", s->name,
+                   TYPES[ti], wbytes, n_ctx / tp, gfs, 100 * gfs / peak, s->llama_tps[ti],
+                   n_dec / td, tb);
+            fflush(stdout);
+            free(tok_ids);
+            free(logits);
+            qe_infer_free(inf);
+            qe_model_free(m);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,381 @@
+/*
+ * test_run.c: end-to-end tests of `qeval run` on the real stories260K
+ * model (the built binary, $QEVAL_BIN, default ./qeval):
+ *   - resume: SIGKILL at 5 pseudo-random points; after re-running, the
+ *     database content (every table, ids replaced by names, timestamps
+ *     left out) equals that of an uninterrupted run;
+ *   - concurrency: two processes running the same command on one database
+ *     end with exactly the uninterrupted content; a third with another
+ *     label at the same time completes too;
+ *   - shards: --shard 0/2 and 1/2 into two databases, `qeval merge`d,
+ *     equal the uninterrupted content;
+ *   - gate: an all-Q2_K recipe fails against a Q8_0 baseline (exit 1), a
+ *     re-evaluation of the baseline passes (exit 0), bad usage exits 2;
+ *   - report/compare/history commands on the run database.
+ * The run is small (ctx 64, 16 chunks, copa 16 items, 3 variants) so the
+ * whole binary stays well under a minute.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <stdarg.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../harness/util/common.h"
+#include "test.h"
+
+static char tmpdir[256];
+static const char *qeval_bin;
+
+static const char *tp(const char *name)
+{
+    static char b[8][512];
+    static int k;
+    char *p = b[k++ & 7];
+    snprintf(p, sizeof b[0], "%s/%s", tmpdir, name);
+    return p;
+}
+
+/* argv for a small run into db with label (and optional extra args). */
+static int build_argv(char **argv, int cap, const char *db, const char *label, const char *quants,
+                      const char *extra1, const char *extra2)
+{
+    static char model[600], text[600];
+    snprintf(model, sizeof model, "%s", test_asset("models/stories260K/stories260K.gguf"));
+    snprintf(text, sizeof text, "%s", test_asset("datasets/tinystories/tinystories_val.txt"));
+    int n = 0;
+    const char *a[] = {qeval_bin, "run", model, "--quants", quants, "--tasks", "copa",
+                       "--limit", "16", "--ctx", "64", "--unit-chunks", "2", "--text", text,
+                       "--threads", "1", "--db", db, "--label", label};
+    for (size_t i = 0; i < sizeof a / sizeof a[0] && n < cap - 3; i++)
+        argv[n++] = (char *)a[i];
+    if (extra1)
+        argv[n++] = (char *)extra1;
+    if (extra2)
+        argv[n++] = (char *)extra2;
+    argv[n] = NULL;
+    return n;
+}
+
+static pid_t spawn(char **argv)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        int fd = open("/dev/null", 1);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        setenv("QEVAL_QUIET", "1", 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return p;
+}
+
+static int wait_rc(pid_t p)
+{
+    int st = 0;
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_cmd(const char *db, const char *label, const char *quants, const char *e1,
+                   const char *e2)
+{
+    char *argv[32];
+    build_argv(argv, 32, db, label, quants, e1, e2);
+    return wait_rc(spawn(argv));
+}
+
+/* Canonical dump of a database: every row of every table with ids replaced
+ * by names and timestamps / host-specific columns left out. */
+static char *dump(const char *db)
+{
+    sqlite3 *h;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_busy_timeout(h, 10000);
+    static const char *q[] = {
+        "SELECT run_key, label, model_sha256, suite, quants, item_limit FROM runs ORDER BY 1",
+        "SELECT r.run_key, v.name, v.is_reference, v.bpw, v.size_nbytes, v.type_hist FROM"
+        " variants v JOIN runs r ON r.id = v.run_id ORDER BY 1, 2",
+        "SELECT name, version, family, data_sha256, protocol, metric FROM tasks ORDER BY 1, 5",
+        "SELECT r.run_key, v.name, t.name, s.item, s.metric, s.value, s.value2, s.n_tokens,"
+        " s.response, s.extracted FROM samples s JOIN variants v ON v.id = s.variant_id JOIN"
+        " runs r ON r.id = v.run_id JOIN tasks t ON t.id = s.task_id ORDER BY 1, 2, 3, 4, 5",
+        "SELECT r.run_key, v.name, t.name, k.item, k.n_tokens, k.kld_sum, k.top1_same,"
+        " hex(k.kld) FROM kld k JOIN variants v ON v.id = k.variant_id JOIN runs r ON r.id ="
+        " v.run_id JOIN tasks t ON t.id = k.task_id ORDER BY 1, 2, 3, 4",
+        "SELECT r.run_key, v.name, t.name, x.metric, x.value, x.stderr, x.n FROM results x JOIN"
+        " variants v ON v.id = x.variant_id JOIN runs r ON r.id = v.run_id JOIN tasks t ON"
+        " t.id = x.task_id ORDER BY 1, 2, 3, 4",
+        "SELECT r.run_key, v.name, t.name, w.item_lo, w.item_hi, w.item_stride, w.n_rows FROM"
+        " work_units w JOIN variants v ON v.id = w.variant_id JOIN runs r ON r.id = w.run_id"
+        " JOIN tasks t ON t.id = w.task_id ORDER BY 1, 2, 3, 4, 5, 6",
+    };
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(h, q[i], -1, &st, NULL) != SQLITE_OK) {
+            fprintf(f, "ERR %s\n", sqlite3_errmsg(h));
+            continue;
+        }
+        fprintf(f, "== table %zu\n", i);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            for (int c = 0; c < sqlite3_column_count(st); c++) {
+                if (sqlite3_column_type(st, c) == SQLITE_FLOAT)
+                    fprintf(f, "%.17g|", sqlite3_column_double(st, c));
+                else {
+                    const unsigned char *t = sqlite3_column_text(st, c);
+                    fprintf(f, "%s|", t ? (const char *)t : "NULL");
+                }
+            }
+            fputc('\n', f);
+        }
+        sqlite3_finalize(st);
+    }
+    fclose(f);
+    sqlite3_close(h);
+    return buf;
+}
+
+static int count_rows(const char *d)
+{
+    int n = 0;
+    for (const char *p = d; (p = strchr(p, '\n')); p++)
+        n++;
+    return n;
+}
+
+static void rm_db(const char *db)
+{
+    char p[600];
+    unlink(db);
+    snprintf(p, sizeof p, "%s-wal", db);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", db);
+    unlink(p);
+}
+
+static char *baseline;
+static double baseline_s = 1.0; /* wall time of an uninterrupted run */
+
+TEST(uninterrupted_baseline)
+{
+    const char *db = tp("base.db");
+    double t0 = qe_now();
+    CHECK(run_cmd(db, "e2e", "Q8_0,Q4_K_M", NULL, NULL) == 0);
+    baseline = dump(db);
+    REQUIRE(baseline, "dump");
+    /* 3 variants x (16 chunks + 16 copa items x >= 1 metric) */
+    CHECKF(count_rows(baseline) > 100, "rows %d", count_rows(baseline));
+    CHECK(strstr(baseline, "|Q4_K_M|ppl:tinystories_val.txt|kld_mean|") != NULL);
+    CHECK(strstr(baseline, "|copa|") != NULL);
+    /* a second invocation finds the finished run and adds nothing */
+    CHECK(run_cmd(db, "e2e", "Q8_0,Q4_K_M", NULL, NULL) == 0);
+    char *again = dump(db);
+    CHECK(again && strcmp(again, baseline) == 0);
+    free(again);
+    baseline_s = qe_now() - t0;
+    fprintf(stdout, "   (uninterrupted run: %.1f s)\n", baseline_s);
+}
+
+TEST(resume_after_sigkill)
+{
+    REQUIRE(baseline, "needs the baseline");
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int killed = 0;
+    for (int trial = 0; trial < 5; trial++) {
+        char name[32];
+        snprintf(name, sizeof name, "kill%d.db", trial);
+        const char *db = tp(name);
+        rm_db(db);
+        char *argv[32];
+        build_argv(argv, 32, db, "e2e", "Q8_0,Q4_K_M", NULL, NULL);
+        /* kill at a pseudo-random point inside an uninterrupted run's
+         * duration (xorshift), twice in odd trials */
+        long span = (long)(baseline_s * 900);
+        for (int k = 0; k < 1 + (trial & 1); k++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            long lim = (k ? span / 4 : span) > 100 ? (k ? span / 4 : span) : 100;
+            long ms = 50 + (long)(seed % (uint64_t)lim);
+            pid_t p = spawn(argv);
+            struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            kill(p, SIGKILL);
+            int rc = wait_rc(p);
+            killed += k == 0 && rc == 128 + SIGKILL; /* the first kill of a trial */
+        }
+        CHECKF(wait_rc(spawn(argv)) == 0, "trial %d: resumed run failed", trial);
+        char *d = dump(db);
+        CHECKF(d && strcmp(d, baseline) == 0, "trial %d: content differs from the uninterrupted "
+               "run (%d vs %d rows)", trial, d ? count_rows(d) : -1, count_rows(baseline));
+        free(d);
+    }
+    CHECKF(killed >= 5, "only %d of the kills hit a running process", killed);
+}
+
+TEST(concurrent_runs)
+{
+    REQUIRE(baseline, "needs the baseline");
+    const char *db = tp("conc.db");
+    char *a1[32], *a2[32], *a3[32];
+    build_argv(a1, 32, db, "e2e", "Q8_0,Q4_K_M", NULL, NULL);
+    build_argv(a2, 32, db, "e2e", "Q8_0,Q4_K_M", NULL, NULL);
+    build_argv(a3, 32, db, "other", "Q8_0", NULL, NULL);
+    pid_t p1 = spawn(a1), p2 = spawn(a2), p3 = spawn(a3);
+    CHECK(wait_rc(p1) == 0);
+    CHECK(wait_rc(p2) == 0);
+    CHECK(wait_rc(p3) == 0);
+    /* the "e2e" run's rows equal the baseline; the other run is separate */
+    const char *sdb = tp("conc_only.db");
+    rm_db(sdb);
+    sqlite3 *h;
+    REQUIRE(sqlite3_open(db, &h) == SQLITE_OK, "open");
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &st, NULL);
+    sqlite3_step(st);
+    CHECK(strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0);
+    sqlite3_finalize(st);
+    sqlite3_prepare_v2(h, "SELECT count(*) FROM runs", -1, &st, NULL);
+    sqlite3_step(st);
+    CHECK(sqlite3_column_int(st, 0) == 2);
+    sqlite3_finalize(st);
+    /* delete the other run's rows in a copy, then compare */
+    char sql[800];
+    snprintf(sql, sizeof sql, "VACUUM INTO '%s'", sdb);
+    CHECK(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(h);
+    REQUIRE(sqlite3_open(sdb, &h) == SQLITE_OK, "open copy");
+    CHECK(sqlite3_exec(h,
+                       "DELETE FROM samples WHERE variant_id IN (SELECT v.id FROM variants v JOIN"
+                       " runs r ON r.id=v.run_id WHERE r.label='other');"
+                       "DELETE FROM kld WHERE variant_id IN (SELECT v.id FROM variants v JOIN runs"
+                       " r ON r.id=v.run_id WHERE r.label='other');"
+                       "DELETE FROM results WHERE variant_id IN (SELECT v.id FROM variants v JOIN"
+                       " runs r ON r.id=v.run_id WHERE r.label='other');"
+                       "DELETE FROM work_units WHERE run_id IN (SELECT id FROM runs WHERE"
+                       " label='other');"
+                       "DELETE FROM variants WHERE run_id IN (SELECT id FROM runs WHERE"
+                       " label='other');"
+                       "DELETE FROM runs WHERE label='other';",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(h);
+    char *d = dump(sdb);
+    CHECKF(d && strcmp(d, baseline) == 0, "concurrent content differs (%d vs %d rows)",
+           d ? count_rows(d) : -1, count_rows(baseline));
+    free(d);
+}
+
+TEST(shards_merge)
+{
+    REQUIRE(baseline, "needs the baseline");
+    const char *s0 = tp("shard0.db"), *s1 = tp("shard1.db"), *out = tp("merged.db");
+    CHECK(run_cmd(s0, "e2e", "Q8_0,Q4_K_M", "--shard", "0/2") == 0);
+    CHECK(run_cmd(s1, "e2e", "Q8_0,Q4_K_M", "--shard", "1/2") == 0);
+    char *d0 = dump(s0);
+    CHECK(d0 && count_rows(d0) < count_rows(baseline));
+    free(d0);
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "'%s' merge '%s' '%s' '%s' >/dev/null 2>&1", qeval_bin, out, s0,
+             s1);
+    CHECK(system(cmd) == 0);
+    char *d = dump(out);
+    CHECKF(d && strcmp(d, baseline) == 0, "merged content differs (%d vs %d rows)",
+           d ? count_rows(d) : -1, count_rows(baseline));
+    free(d);
+    snprintf(cmd, sizeof cmd, "'%s' merge '%s' >/dev/null 2>&1", qeval_bin, out);
+    CHECK(WEXITSTATUS(system(cmd)) == 2);
+}
+
+/* Run a shell command line (printf-style); its exit status. */
+__attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
+{
+    char cmd[3000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(gate_degraded_recipe)
+{
+    const char *db = tp("gate.db"), *recipe = tp("allq2k.json");
+    FILE *f = fopen(recipe, "w");
+    REQUIRE(f, "recipe");
+    fputs("{\"name\": \"allq2k\", \"rules\": [{\"match\": \".*\", \"type\": \"q2_K\"}]}\n", f);
+    fclose(f);
+    CHECK(run_cmd(db, "base", "Q8_0", NULL, NULL) == 0);
+    CHECK(run_cmd(db, "cand", "", "--recipe", recipe) == 0);
+    CHECK(run_cmd(db, "rebase", "Q8_0", NULL, NULL) == 0);
+    /* degraded: beyond threshold and significant -> exit 1 */
+    CHECK(sh("'%s' gate --db '%s' --baseline base:Q8_0 --candidate 'cand:recipe:allq2k' >'%s' "
+             "2>&1", qeval_bin, db, tp("gate1.out")) == 1);
+    char *txt = NULL;
+    size_t n;
+    qe_err e = {0};
+    if (qe_read_file(tp("gate1.out"), &txt, &n, &e) == 0) {
+        CHECKF(strstr(txt, "REGRESSION") && strstr(txt, "gate: FAIL"), "%s", txt);
+        free(txt);
+    }
+    /* the baseline re-evaluated -> identical numbers -> exit 0 */
+    CHECK(sh("'%s' gate --db '%s' --baseline base:Q8_0 --candidate rebase:Q8_0 >'%s' 2>&1", qeval_bin, db, tp("gate2.out")) == 0);
+    /* whole runs, variants matched by name */
+    CHECK(sh("'%s' gate --db '%s' --baseline base --candidate rebase >/dev/null 2>&1", qeval_bin, db) == 0);
+    /* usage errors -> 2 */
+    CHECK(sh("'%s' gate --db '%s' >/dev/null 2>&1", qeval_bin, db) == 2);
+    CHECK(sh("'%s' gate --db '%s' --baseline nosuchrun >/dev/null 2>&1", qeval_bin, db) == 2);
+    CHECK(sh("'%s' gate --db '%s' --baseline base --max-kld abc >/dev/null 2>&1", qeval_bin, db) == 2);
+    /* report/compare/history on the real run */
+    CHECK(sh("'%s' report --db '%s' --run cand --format html -o '%s' 2>/dev/null", qeval_bin, db, tp("r.html")) == 0);
+    if (qe_read_file(tp("r.html"), &txt, &n, &e) == 0) {
+        CHECK(strstr(txt, "id=\"cliff-kld\"") && !strstr(txt, "http"));
+        free(txt);
+    }
+    CHECK(sh("'%s' report --db '%s' --format card >/dev/null 2>&1", qeval_bin, db) == 0);
+    CHECK(sh("'%s' report --db '%s' --format pdf >/dev/null 2>&1", qeval_bin, db) == 2);
+    CHECK(sh("'%s' compare --db '%s' base:Q8_0 'cand:recipe:allq2k' >/dev/null 2>&1", qeval_bin, db) == 0);
+    CHECK(sh("'%s' history --db '%s' --model stories260K --variant Q8_0 --metric kld_mean "
+             ">'%s' 2>&1", qeval_bin, db, tp("hist.out")) == 0);
+    if (qe_read_file(tp("hist.out"), &txt, &n, &e) == 0) {
+        CHECKF(count_rows(txt) == 3, "history:\n%s", txt); /* header + base + rebase */
+        free(txt);
+    }
+}
+
+int main(void)
+{
+    qeval_bin = getenv("QEVAL_BIN");
+    static char abs_bin[600];
+    if (!qeval_bin || !*qeval_bin)
+        qeval_bin = "./qeval";
+    if (qeval_bin[0] != '/' && realpath(qeval_bin, abs_bin))
+        qeval_bin = abs_bin;
+    if (access(qeval_bin, X_OK) != 0 ||
+        access(test_asset("models/stories260K/stories260K.gguf"), R_OK) != 0) {
+        fprintf(stdout, "skip: needs %s and the stories260K assets\n", qeval_bin);
+        return test_finish();
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/qeval_test_run_XXXXXX");
+    if (!mkdtemp(tmpdir))
+        return 1;
+    RUN(uninterrupted_baseline);
+    RUN(resume_after_sigkill);
+    RUN(concurrent_runs);
+    RUN(shards_merge);
+    RUN(gate_degraded_recipe);
+    free(baseline);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+    return test_finish();
+}
