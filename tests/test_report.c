@@ -158,7 +158,8 @@ TEST(summary_numbers)
     REQUIRE(s, "open");
     qe_report_data *d;
     qe_err e = {0};
-    REQUIRE(qe_report_load(s, run, &d, &e) == 0, "%s", e.msg);
+    int lrc = qe_report_load(s, run, &d, &e); /* REQUIRE evaluates twice */
+    REQUIRE(lrc == 0, "%s", e.msg);
     CHECK(d->n_variants == 4 && d->ref_index == 0);
     CHECK(strcmp(d->variants[0].name, "F16") == 0 && strcmp(d->variants[3].name, "Q2_K") == 0);
     CHECK(strcmp(d->main_task, "wiki") == 0);
@@ -314,14 +315,16 @@ TEST(compare_and_gate)
     REQUIRE(s, "open");
     qe_err e = {0};
     int64_t ref, q8, q2, r, v;
-    REQUIRE(qe_report_parse_ref(s, "r1:F16", &r, &ref, &e) == 0, "%s", e.msg);
+    int prc = qe_report_parse_ref(s, "r1:F16", &r, &ref, &e);
+    REQUIRE(prc == 0, "%s", e.msg);
     CHECK(r == run);
     qe_report_parse_ref(s, "latest:Q8_0", &r, &q8, &e);
     qe_report_parse_ref(s, "1:q2_k", &r, &q2, &e);
     CHECK(qe_report_parse_ref(s, "r1:Q9", &r, &v, &e) == QE_ENOTFOUND);
     qe_cmp_row *rows;
     int n;
-    REQUIRE(qe_compare_variants(s, ref, q2, &rows, &n, &e) == 0, "%s", e.msg);
+    int crc = qe_compare_variants(s, ref, q2, &rows, &n, &e);
+    REQUIRE(crc == 0, "%s", e.msg);
     int seen = 0;
     for (int i = 0; i < n; i++) {
         if (!strcmp(rows[i].task, "arith")) {

@@ -169,6 +169,9 @@ int qe_cmd_ppl(int argc, char **argv)
             goto fail;
         fprintf(stderr, "ppl: %zu scored tokens in %.2f s (%.1f tokens/s evaluated)\n",
                 r.n_scored, r.seconds, (double)r.n_chunks * r.n_ctx / r.seconds);
+        fprintf(stderr, "ppl: model file %.1f MiB; core memory (KV cache %d x %d layers, "
+                "activations, scratch, logits) %.1f MiB\n", m->file_nbytes / 1048576.0,
+                r.n_ctx, m->cfg.n_layer, r.core_nbytes / 1048576.0);
         printf("Final estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_stderr);
         qe_ppl_result_free(&r);
     }

@@ -24,6 +24,7 @@
 #include <stdio.h>
 
 #include "../util/common.h"
+#include "../util/sha256.h"
 
 struct cJSON;
 struct qe_lm;
@@ -63,12 +64,6 @@ void qe_docs_free(qe_docs *docs);
  * NOT done here (see qe_doc_text).  NULL if absent or not a string. */
 const char *qe_doc_str(const struct cJSON *doc, const char *path);
 const struct cJSON *qe_doc_get(const struct cJSON *doc, const char *path);
-
-/* SHA-256 of a buffer; hex is 65 bytes (64 digits + NUL). */
-void qe_sha256(const void *data, size_t n, uint8_t out[32]);
-void qe_sha256_hex(const void *data, size_t n, char hex[65]);
-/* SHA-256 of a file's bytes (after no decompression). */
-int qe_sha256_file(const char *path, char hex[65], qe_err *err);
 
 /* Render a template: "{{path}}" or "{{path|pipe|pipe:arg}}" substituted
  * from doc, then from the extra name/value pairs (e.g. "completion").

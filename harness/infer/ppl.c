@@ -140,6 +140,7 @@ int qe_ppl_run(const qe_model *m, const int32_t *tokens, size_t n_tokens, const 
     if (opts && opts->log)
         fputc('\n', opts->log);
     res->seconds = qe_now() - t0;
+    res->core_nbytes = qe_infer_alloc_nbytes(inf) + (uint64_t)(n_ctx - first) * n_vocab * 4;
     const double N = (double)res->n_scored;
     res->mean_nll = sum / N;
     res->ppl = exp(res->mean_nll);

@@ -54,6 +54,7 @@ typedef struct qe_ppl_result {
     double *chunk_ppl;  /* (n_chunks) running PPL after chunk i ("[i+1]" lines) */
     double mean_nll, ppl, ppl_stderr;
     double seconds;     /* wall time of the evaluation */
+    uint64_t core_nbytes; /* memory of the core + logit rows (not weights) */
 } qe_ppl_result;
 
 /* Perplexity of model m over tokens (already tokenized, BOS included as the
