@@ -20,8 +20,11 @@ endif
 
 OPT     ?= -O2
 CFLAGS  ?=
-CFLAGS  += -std=c11 $(OPT) -g $(WARN) -fopenmp -D_GNU_SOURCE -MMD -MP $(PKG_CFLAGS)
+CFLAGS  += -std=c11 $(OPT) -g -ffp-contract=off $(WARN) -fopenmp -D_GNU_SOURCE -MMD -MP $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -fopenmp -lm -lpthread
+# The git revision is stored with every result (provenance).
+GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+CFLAGS  += -DQE_GIT_REV=\"$(GIT_REV)\"
 
 BUILD   ?= build
 LIB_SRC := $(sort $(wildcard harness/*/*.c quant/*.c reports/*.c))

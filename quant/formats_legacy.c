@@ -6,6 +6,9 @@
  * quantize_q*_0/1 with quant_weights (imatrix: weighted LSQ via
  * make_qx_quants / make_qkx3_quants, sigma2 = mean x^2 of the whole row).
  * Q8_0/Q8_1 ignore the imatrix, as llama.cpp does.
+ *
+ * Fast twins (same bytes): Q8_0 with roundf inlined, and the imatrix
+ * paths of Q4_0/Q4_1/Q5_0/Q5_1 with 16 blocks per SIMD kernel call.
  */
 #include <float.h>
 
@@ -332,6 +335,46 @@ static void q5_1_quant_imat(const float *restrict x, qe_block_q5_1 *restrict y, 
     }
 }
 
+/* ---- fast twins ------------------------------------------------------ */
+
+/* roundf(v) (halves away from zero) without the libm call; exact for
+ * |v| < 2^31: (int)v truncates and v - trunc(v) is exact. */
+static inline int round_half_away(float v)
+{
+    int r = (int)v;
+    float frac = v - (float)r;
+    return r + (frac >= 0.5f) - (frac <= -0.5f);
+}
+
+/* q8_0_quant_ref with the rounding inlined: |x*id| <= 127 (id = 127/amax). */
+static void q8_0_quant_fast(const float *restrict x, qe_block_q8_0 *restrict y, int64_t k)
+{
+    for (int64_t i = 0; i < k / 32; i++) {
+        const float *xb = x + i * 32;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = QE_MAX(amax, fabsf(xb[j]));
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        int q[32];
+        for (int j = 0; j < 32; ++j)
+            q[j] = round_half_away(xb[j] * id);
+        y[i].d = qe_f2h(d);
+        for (int j = 0; j < 32; ++j)
+            y[i].qs[j] = (int8_t)q[j];
+    }
+}
+
+static int q8_0_from_float_fast(const float *restrict x, void *restrict y, int64_t n,
+                                const float *restrict imatrix)
+{
+    (void)imatrix;
+    if (!qe_all_finite(x, n))
+        return QE_ENAN;
+    q8_0_quant_fast(x, y, n);
+    return 0;
+}
+
 /* ---- traits entry points -------------------------------------------- */
 
 #define LEGACY_FROM_FLOAT(fname, ref_fn, imat_fn)                                          \
@@ -379,6 +422,155 @@ QE_DEFINE_VEC_DOT_REF(q5_1_vec_dot, qe_block_q5_1, 32, q5_1_to_float)
 QE_DEFINE_VEC_DOT_REF(q8_0_vec_dot, qe_block_q8_0, 32, q8_0_to_float)
 QE_DEFINE_VEC_DOT_REF(q8_1_vec_dot, qe_block_q8_1, 32, q8_1_to_float)
 
+/* ---- fast twins of the imatrix path: 16 blocks per kernel call ------- */
+
+/* Importance weights of nblk 32-weight blocks: qw * sqrt(sigma2 + x^2). */
+static void legacy_weights(const float *restrict x, const float *restrict qw, int nblk,
+                           float sigma2, float *restrict weight)
+{
+    for (int j = 0; j < 32 * nblk; ++j)
+        weight[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+}
+
+/* Symmetric types (Q4_0 nmax 8, Q5_0 nmax 16): make_qx_quants per block;
+ * d[b] and the levels (+nmax) L[32*b + j] for nblk <= 16 blocks. */
+static void legacy_sym_fits(const qe_kquant_kernels *k, const float *restrict x,
+                            const float *restrict qw, int nblk, float sigma2, int nmax,
+                            float *restrict d, uint8_t *restrict L)
+{
+    float weight[512], xt[512], wt[512];
+    uint8_t Lt[512];
+    legacy_weights(x, qw, nblk, sigma2, weight);
+    qe_kq_transpose_in(x, 32, nblk, xt);
+    qe_kq_transpose_in(weight, 32, nblk, wt);
+    k->qx16(32, nmax, xt, wt, (int8_t *)Lt, d);
+    qe_kq_transpose_out(Lt, 32, nblk, L);
+}
+
+/* Asymmetric types (Q4_1 nmax 15, Q5_1 nmax 31): make_qkx3_quants. */
+static void legacy_asym_fits(const qe_kquant_kernels *k, const float *restrict x,
+                             const float *restrict qw, int nblk, float sigma2, int nmax,
+                             float *restrict d, float *restrict the_min, uint8_t *restrict L)
+{
+    float weight[512], xt[512], wt[512];
+    uint8_t Lt[512];
+    legacy_weights(x, qw, nblk, sigma2, weight);
+    qe_kq_transpose_in(x, 32, nblk, xt);
+    qe_kq_transpose_in(weight, 32, nblk, wt);
+    k->qkx2_16(32, nmax, xt, wt, Lt, d, the_min, -0.9f, 0.05f, 36, false);
+    qe_kq_transpose_out(Lt, 32, nblk, L);
+}
+
+int qe_q4_0_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict vy,
+                          int64_t n, const float *restrict imatrix)
+{
+    if (!imatrix)
+        return q4_0_from_float(x, vy, n, imatrix);
+    if (!qe_all_finite(x, n))
+        return QE_ENAN;
+    qe_block_q4_0 *y = vy;
+    const float sigma2 = row_sigma2(x, n);
+    float d[16];
+    uint8_t L[512];
+    for (int64_t ib = 0; ib < n / 32; ib += 16) {
+        int nblk = n / 32 - ib >= 16 ? 16 : (int)(n / 32 - ib);
+        legacy_sym_fits(k, x + 32 * ib, imatrix + 32 * ib, nblk, sigma2, 8, d, L);
+        for (int b = 0; b < nblk; ++b) {
+            const uint8_t *Lb = L + 32 * b;
+            y[ib + b].d = qe_f2h(d[b]);
+            for (int j = 0; j < 16; ++j)
+                y[ib + b].qs[j] = (uint8_t)(Lb[j] | (Lb[j + 16] << 4));
+        }
+    }
+    return 0;
+}
+
+int qe_q5_0_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict vy,
+                          int64_t n, const float *restrict imatrix)
+{
+    if (!imatrix)
+        return q5_0_from_float(x, vy, n, imatrix);
+    if (!qe_all_finite(x, n))
+        return QE_ENAN;
+    qe_block_q5_0 *y = vy;
+    const float sigma2 = row_sigma2(x, n);
+    float d[16];
+    uint8_t L[512];
+    for (int64_t ib = 0; ib < n / 32; ib += 16) {
+        int nblk = n / 32 - ib >= 16 ? 16 : (int)(n / 32 - ib);
+        legacy_sym_fits(k, x + 32 * ib, imatrix + 32 * ib, nblk, sigma2, 16, d, L);
+        for (int b = 0; b < nblk; ++b) {
+            const uint8_t *Lb = L + 32 * b;
+            y[ib + b].d = qe_f2h(d[b]);
+            uint32_t qh = 0;
+            for (int j = 0; j < 16; ++j) {
+                const uint8_t xi0 = Lb[j], xi1 = Lb[j + 16];
+                y[ib + b].qs[j] = (uint8_t)((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+                qh |= ((xi0 & 0x10u) >> 4) << (j + 0);
+                qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+            }
+            memcpy(y[ib + b].qh, &qh, sizeof qh);
+        }
+    }
+    return 0;
+}
+
+int qe_q4_1_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict vy,
+                          int64_t n, const float *restrict imatrix)
+{
+    if (!imatrix)
+        return q4_1_from_float(x, vy, n, imatrix);
+    if (!qe_all_finite(x, n))
+        return QE_ENAN;
+    qe_block_q4_1 *y = vy;
+    const float sigma2 = row_sigma2(x, n);
+    float d[16], the_min[16];
+    uint8_t L[512];
+    for (int64_t ib = 0; ib < n / 32; ib += 16) {
+        int nblk = n / 32 - ib >= 16 ? 16 : (int)(n / 32 - ib);
+        legacy_asym_fits(k, x + 32 * ib, imatrix + 32 * ib, nblk, sigma2, 15, d, the_min, L);
+        for (int b = 0; b < nblk; ++b) {
+            const uint8_t *Lb = L + 32 * b;
+            y[ib + b].d = qe_f2h(d[b]);
+            y[ib + b].m = qe_f2h(-the_min[b]);
+            for (int j = 0; j < 16; ++j)
+                y[ib + b].qs[j] = (uint8_t)(Lb[j] | (Lb[j + 16] << 4));
+        }
+    }
+    return 0;
+}
+
+int qe_q5_1_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict vy,
+                          int64_t n, const float *restrict imatrix)
+{
+    if (!imatrix)
+        return q5_1_from_float(x, vy, n, imatrix);
+    if (!qe_all_finite(x, n))
+        return QE_ENAN;
+    qe_block_q5_1 *y = vy;
+    const float sigma2 = row_sigma2(x, n);
+    float d[16], the_min[16];
+    uint8_t L[512];
+    for (int64_t ib = 0; ib < n / 32; ib += 16) {
+        int nblk = n / 32 - ib >= 16 ? 16 : (int)(n / 32 - ib);
+        legacy_asym_fits(k, x + 32 * ib, imatrix + 32 * ib, nblk, sigma2, 31, d, the_min, L);
+        for (int b = 0; b < nblk; ++b) {
+            const uint8_t *Lb = L + 32 * b;
+            y[ib + b].d = qe_f2h(d[b]);
+            y[ib + b].m = qe_f2h(-the_min[b]);
+            uint32_t qh = 0;
+            for (int j = 0; j < 16; ++j) {
+                const uint8_t xi0 = Lb[j], xi1 = Lb[j + 16];
+                y[ib + b].qs[j] = (uint8_t)((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+                qh |= ((xi0 & 0x10u) >> 4) << (j + 0);
+                qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+            }
+            memcpy(y[ib + b].qh, &qh, sizeof qh);
+        }
+    }
+    return 0;
+}
+
 #define REG(T, pre)                                                                       \
     do {                                                                                  \
         tab[T].to_float_ref = tab[T].to_float = pre##_to_float;                           \
@@ -394,4 +586,5 @@ void qe_register_legacy(qe_type_traits *tab)
     REG(QE_TYPE_Q5_1, q5_1);
     REG(QE_TYPE_Q8_0, q8_0);
     REG(QE_TYPE_Q8_1, q8_1);
+    qe_from_float_fast[QE_TYPE_Q8_0] = q8_0_from_float_fast;
 }

@@ -406,3 +406,19 @@ int qe_best_index_int8(int n, const int8_t *val, float x)
     }
     return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
 }
+
+void qe_kq_transpose_in(const float *restrict src, int n, int n_groups, float *restrict dst)
+{
+    for (int g = 0; g < 16; ++g) {
+        const float *s = src + (g < n_groups ? g : 0) * n;
+        for (int i = 0; i < n; ++i)
+            dst[i * 16 + g] = s[i];
+    }
+}
+
+void qe_kq_transpose_out(const uint8_t *restrict src, int n, int n_groups, uint8_t *restrict dst)
+{
+    for (int g = 0; g < n_groups; ++g)
+        for (int i = 0; i < n; ++i)
+            dst[g * n + i] = src[i * 16 + g];
+}

@@ -3,13 +3,28 @@
  * the GGUF block layouts (pinned by static asserts, byte-compatible with
  * ggml-common.h of llama.cpp b4747), exact fp16 helpers, the rounding
  * helper the k-quant searches depend on, the scale/min search routines
- * (kquant_search.c) and the per-file registration hooks.
+ * (kquant_search.c), the fast-quantizer table and the SIMD search-kernel
+ * interfaces (qe_iq4_kernels, qe_kquant_kernels: many independent fits
+ * side by side, byte-identical to the scalar spec) and the per-file
+ * registration hooks.
  *
  * Holds no I/O.  All multi-byte fields are little-endian (we only build on
  * little-endian x86-64, where the structs map the file bytes directly).
  */
 #ifndef QE_QUANT_INTERNAL_H
 #define QE_QUANT_INTERNAL_H
+
+/* Never fuse a*b+c into one FMA rounding in the quant/ code, whatever the
+ * build flags (GCC contracts by default under -std=gnu11, clang under any
+ * -std): the quantizers and dequantizers must stay byte-identical to
+ * llama.cpp's.  Include this header first, before <immintrin.h>, so the
+ * whole translation unit is compiled alike.  Explicit FMA intrinsics (the
+ * vec_dot kernels) are unaffected. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 #include <math.h>
 #include <stdbool.h>
@@ -157,6 +172,75 @@ float qe_make_qp_quants(int n, int nmax, const float *restrict x, uint8_t *restr
                         const float *restrict quant_weights);
 /* Index of the codebook entry (sorted, n values) nearest to x. */
 int qe_best_index_int8(int n, const int8_t *val, float x);
+
+/* ---- fast quantizers ------------------------------------------------ */
+/* Per type, a quantizer with the from_float_ref contract whose output is
+ * byte-identical to from_float_ref (same float operations per value in
+ * the same order, only restructured: independent groups side by side in
+ * vector lanes, inlined rounding).  NULL where a type has none.  Filled
+ * by the qe_register_* hooks, cleared at SIMD level "ref" (so that level
+ * runs the plain spec), used by qe_quantize_rows.  Defined in types.c. */
+extern qe_from_float_fn qe_from_float_fast[QE_TYPE_COUNT];
+
+/* IQ4_NL / IQ4_XS quantizers built on vector kernels (formats_iq.c holds
+ * the driver, a SIMD file the kernels); output byte-identical to
+ * from_float_ref. */
+typedef struct qe_iq4_kernels {
+    /* 16 candidate inverse scales id[16] for one 32-weight sub-block x with
+     * weights w: for each lane t, in j order, q = codebook value nearest
+     * to id[t]*x[j] (qe_best_index_int8 rules), sumqx[t] += w[j]*q*x[j],
+     * sumq2[t] += w[j]*q*q, both from 0. */
+    void (*trials16)(const float *restrict x, const float *restrict w, const float *restrict id,
+                     float *restrict sumqx, float *restrict sumq2);
+    /* L[j] = qe_best_index_int8(16, codebook, id*x[j]) for j < 32. */
+    void (*index32)(const float *restrict x, float id, uint8_t *restrict L);
+} qe_iq4_kernels;
+int qe_iq4_nl_quantize_with(const qe_iq4_kernels *k, const float *restrict x, void *restrict y,
+                            int64_t n, const float *restrict imatrix);
+int qe_iq4_xs_quantize_with(const qe_iq4_kernels *k, const float *restrict x, void *restrict y,
+                            int64_t n, const float *restrict imatrix);
+
+/* K-quant search kernels: 16 independent fits side by side, one per
+ * lane, each bit-identical to the scalar routine.  Inputs are transposed:
+ * value i of group g sits at [i*16 + g]; n <= 32. */
+typedef struct qe_kquant_kernels {
+    /* qe_make_qkx2_quants (== qe_make_qkx3_quants with weights) for 16
+     * groups; nstep >= 1.  Lt: levels, scale[g], the_min[g]. */
+    void (*qkx2_16)(int n, int nmax, const float *restrict xt, const float *restrict wt,
+                    uint8_t *restrict Lt, float *restrict scale, float *restrict the_min,
+                    float rmin, float rdelta, int nstep, bool use_mad);
+    /* qe_make_qx_quants(n, nmax, x, L, 1, qw) for 16 groups (qwt NULL:
+     * weights x^2).  Lt: levels (+nmax), scale[g]. */
+    void (*qx16)(int n, int nmax, const float *restrict xt, const float *restrict qwt,
+                 int8_t *restrict Lt, float *restrict scale);
+} qe_kquant_kernels;
+/* Kernel layout helpers (kquant_search.c): n_groups (<= 16) groups of n
+ * values (group g at src + g*n) -> dst[i*16 + g], lanes past n_groups
+ * filled with group 0 (their results are ignored); and back for levels. */
+void qe_kq_transpose_in(const float *restrict src, int n, int n_groups, float *restrict dst);
+void qe_kq_transpose_out(const uint8_t *restrict src, int n, int n_groups, uint8_t *restrict dst);
+/* Fast twins of the k-quant from_float_ref (formats_k.c drivers). */
+int qe_q2_K_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q3_K_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q4_K_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q5_K_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q6_K_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+/* Fast twins of Q4_0/Q4_1/Q5_0/Q5_1 (formats_legacy.c): the imatrix path
+ * runs 16 blocks per kernel call; without an imatrix the scalar
+ * reference runs (it is cheap). */
+int qe_q4_0_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q4_1_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q5_0_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
+int qe_q5_1_quantize_with(const qe_kquant_kernels *k, const float *restrict x, void *restrict y,
+                          int64_t n, const float *restrict imatrix);
 
 /* ---- registration hooks (called from qe_quant_init in types.c) ------ */
 void qe_register_float(qe_type_traits *tab);

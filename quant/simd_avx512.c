@@ -6,10 +6,15 @@
  * the reference's order, no fused ops), vec_dot within 1e-5 * sum|x*y|.
  * qe_register_avx512 runs after qe_register_avx2, so types not listed here
  * keep their AVX2 kernels.
+ *
+ * Quantize side: the search kernels behind the fast quantizers (16 IQ4
+ * trial scales, or 16 k-quant group fits, one per lane), each lane doing
+ * exactly the scalar operations of kquant_search.c / formats_iq.c, so the
+ * output bytes equal from_float_ref's.
  */
-#include <immintrin.h>
+#include "quant_internal.h" /* first: sets the FP contraction mode */
 
-#include "quant_internal.h"
+#include <immintrin.h>
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
@@ -284,6 +289,295 @@ DOT_WRAP(q4_K_dot_avx512, q4_K_to_float_avx512, 256, sizeof(qe_block_q4_K))
 DOT_WRAP(q5_K_dot_avx512, q5_K_to_float_avx512, 256, sizeof(qe_block_q5_K))
 DOT_WRAP(q6_K_dot_avx512, q6_K_to_float_avx512, 256, sizeof(qe_block_q6_K))
 
+/* ===== quantize side: search kernels, bit-identical to the scalar spec =====
+ * Each lane runs one scalar computation of the reference (same operations
+ * in the same order, separate multiply and add: no FMA), so lanes change
+ * only how many fits run at once, never a result. */
+
+/* Codebook index per lane: qe_best_index_int8(16, qe_kvalues_iq4nl, al).
+ * ml = the largest k with V[k] <= al (branch-free binary search, 0 when
+ * al < V[0]); then the nearer of V[ml], V[ml+1] (ties to the upper one,
+ * as in the reference), capped at 15 (al >= V[15]). */
+TGT static inline __m512i iq4_index16(__m512 al, __m512 tab)
+{
+    __m512i ml = _mm512_setzero_si512();
+    for (int step = 8; step >= 1; step >>= 1) {
+        __m512i cand = _mm512_add_epi32(ml, _mm512_set1_epi32(step));
+        __mmask16 le = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(cand, tab), al, _CMP_LE_OQ);
+        ml = _mm512_mask_mov_epi32(ml, le, cand);
+    }
+    __m512i mu = _mm512_min_epi32(_mm512_add_epi32(ml, _mm512_set1_epi32(1)),
+                                  _mm512_set1_epi32(15));
+    __m512 lo = _mm512_permutexvar_ps(ml, tab), hi = _mm512_permutexvar_ps(mu, tab);
+    __mmask16 take_lo = _mm512_cmp_ps_mask(_mm512_sub_ps(al, lo), _mm512_sub_ps(hi, al),
+                                           _CMP_LT_OQ);
+    return _mm512_mask_mov_epi32(mu, take_lo, ml);
+}
+
+TGT static inline __m512 iq4_table(void)
+{
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qe_kvalues_iq4nl)));
+}
+
+TGT static void iq4_trials16_avx512(const float *restrict x, const float *restrict w,
+                                    const float *restrict id, float *restrict sumqx,
+                                    float *restrict sumq2)
+{
+    const __m512 tab = iq4_table(), vid = _mm512_loadu_ps(id);
+    __m512 sqx = _mm512_setzero_ps(), sq2 = _mm512_setzero_ps();
+    for (int j = 0; j < 32; ++j) {
+        const __m512 xj = _mm512_set1_ps(x[j]), wj = _mm512_set1_ps(w[j]);
+        const __m512 q = _mm512_permutexvar_ps(iq4_index16(_mm512_mul_ps(vid, xj), tab), tab);
+        const __m512 wq = _mm512_mul_ps(wj, q);
+        sqx = _mm512_add_ps(sqx, _mm512_mul_ps(wq, xj)); /* (w*q)*x */
+        sq2 = _mm512_add_ps(sq2, _mm512_mul_ps(wq, q));  /* (w*q)*q */
+    }
+    _mm512_storeu_ps(sumqx, sqx);
+    _mm512_storeu_ps(sumq2, sq2);
+}
+
+TGT static void iq4_index32_avx512(const float *restrict x, float id, uint8_t *restrict L)
+{
+    const __m512 tab = iq4_table(), vid = _mm512_set1_ps(id);
+    for (int j = 0; j < 32; j += 16) {
+        __m512i l = iq4_index16(_mm512_mul_ps(vid, _mm512_loadu_ps(x + j)), tab);
+        _mm_storeu_si128((__m128i *)(L + j), _mm512_cvtepi32_epi8(l));
+    }
+}
+
+/* qe_nearest_int per lane: the 1.5*2^23 trick. */
+TGT static inline __m512i nearest16(__m512 v)
+{
+    __m512i i = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12582912.f)));
+    return _mm512_sub_epi32(_mm512_and_si512(i, _mm512_set1_epi32(0x007fffff)),
+                            _mm512_set1_epi32(0x00400000));
+}
+
+TGT static inline __m512 err16(__m512 diff, bool use_mad)
+{
+    return use_mad ? _mm512_abs_ps(diff) : _mm512_mul_ps(diff, diff);
+}
+
+/* 16 x qe_make_qkx2_quants (kquant_search.c), lane g = group g.  Lanes
+ * whose group is constant (max == min) compute garbage that the scalar
+ * code's early return then overrides. */
+TGT static void qkx2_16_avx512(int n, int nmax, const float *restrict xt,
+                               const float *restrict wt, uint8_t *restrict Lt,
+                               float *restrict scale_out, float *restrict min_out, float rmin,
+                               float rdelta, int nstep, bool use_mad)
+{
+    __m512 xs[32], ws[32];
+    __m512i L[32], Laux[32];
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i izero = _mm512_setzero_si512(), inmax = _mm512_set1_epi32(nmax);
+    xs[0] = _mm512_loadu_ps(xt); /* n >= 1 */
+    ws[0] = _mm512_loadu_ps(wt);
+    for (int i = 1; i < n; ++i) {
+        xs[i] = _mm512_loadu_ps(xt + 16 * i);
+        ws[i] = _mm512_loadu_ps(wt + 16 * i);
+    }
+    __m512 mn = xs[0], mx = xs[0], sum_w = ws[0], sum_x = _mm512_mul_ps(ws[0], xs[0]);
+    for (int i = 1; i < n; ++i) {
+        mn = _mm512_min_ps(xs[i], mn); /* x < min ? x : min */
+        mx = _mm512_max_ps(xs[i], mx); /* x > max ? x : max */
+        sum_w = _mm512_add_ps(sum_w, ws[i]);
+        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(ws[i], xs[i]));
+    }
+    mn = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, zero, _CMP_GT_OQ), zero);
+    const __m512 mn0 = mn;
+    const __mmask16 flat = _mm512_cmp_ps_mask(mx, mn, _CMP_EQ_OQ);
+    __m512 iscale = _mm512_div_ps(_mm512_set1_ps((float)nmax), _mm512_sub_ps(mx, mn));
+    __m512 scale = _mm512_div_ps(_mm512_set1_ps(1.f), iscale);
+    __m512 best = zero;
+    for (int i = 0; i < n; ++i) {
+        __m512i l = nearest16(_mm512_mul_ps(iscale, _mm512_sub_ps(xs[i], mn)));
+        L[i] = _mm512_max_epi32(izero, _mm512_min_epi32(inmax, l));
+        __m512 diff = _mm512_sub_ps(
+            _mm512_add_ps(_mm512_mul_ps(scale, _mm512_cvtepi32_ps(L[i])), mn), xs[i]);
+        best = _mm512_add_ps(best, _mm512_mul_ps(ws[i], err16(diff, use_mad)));
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        const float num = rmin + rdelta * is + nmax;
+        iscale = _mm512_div_ps(_mm512_set1_ps(num), _mm512_sub_ps(mx, mn));
+        __m512 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < n; ++i) {
+            __m512i l = nearest16(_mm512_mul_ps(iscale, _mm512_sub_ps(xs[i], mn)));
+            Laux[i] = _mm512_max_epi32(izero, _mm512_min_epi32(inmax, l));
+            __m512 lf = _mm512_cvtepi32_ps(Laux[i]), wl = _mm512_mul_ps(ws[i], lf);
+            sum_l = _mm512_add_ps(sum_l, wl);
+            sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, lf));
+            sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xs[i]));
+        }
+        __m512 D = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
+        __mmask16 ok = _mm512_cmp_ps_mask(D, zero, _CMP_GT_OQ);
+        if (!ok)
+            continue;
+        __m512 this_scale = _mm512_div_ps(
+            _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)), D);
+        __m512 this_min = _mm512_div_ps(
+            _mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)), D);
+        __mmask16 mpos = _mm512_cmp_ps_mask(this_min, zero, _CMP_GT_OQ);
+        this_min = _mm512_mask_mov_ps(this_min, mpos, zero);
+        this_scale = _mm512_mask_mov_ps(this_scale, mpos, _mm512_div_ps(sum_xl, sum_l2));
+        __m512 cur = zero;
+        for (int i = 0; i < n; ++i) {
+            __m512 diff = _mm512_sub_ps(
+                _mm512_add_ps(_mm512_mul_ps(this_scale, _mm512_cvtepi32_ps(Laux[i])), this_min),
+                xs[i]);
+            cur = _mm512_add_ps(cur, _mm512_mul_ps(ws[i], err16(diff, use_mad)));
+        }
+        __mmask16 upd = ok & _mm512_cmp_ps_mask(cur, best, _CMP_LT_OQ);
+        if (!upd)
+            continue;
+        for (int i = 0; i < n; ++i)
+            L[i] = _mm512_mask_mov_epi32(L[i], upd, Laux[i]);
+        best = _mm512_mask_mov_ps(best, upd, cur);
+        scale = _mm512_mask_mov_ps(scale, upd, this_scale);
+        mn = _mm512_mask_mov_ps(mn, upd, this_min);
+    }
+    /* constant group: levels 0, scale 0, the_min = -min */
+    for (int i = 0; i < n; ++i)
+        _mm_storeu_si128((__m128i *)(Lt + 16 * i),
+                         _mm512_cvtepi32_epi8(_mm512_mask_mov_epi32(L[i], flat, izero)));
+    scale = _mm512_mask_mov_ps(scale, flat, zero);
+    mn = _mm512_mask_mov_ps(mn, flat, mn0);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    _mm512_storeu_ps(scale_out, scale);
+    _mm512_storeu_ps(min_out, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(mn), sign)));
+}
+
+/* 16 x qe_make_qx_quants(n, nmax, x, L, 1, qw), lane g = group g. */
+TGT static void qx16_avx512(int n, int nmax, const float *restrict xt, const float *restrict qwt,
+                            int8_t *restrict Lt, float *restrict scale_out)
+{
+    __m512 xs[32], ws[32];
+    __m512i L[32];
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i lo = _mm512_set1_epi32(-nmax), hi = _mm512_set1_epi32(nmax - 1),
+                  off = _mm512_set1_epi32(nmax);
+    __m512 amax = zero, max = zero;
+    for (int i = 0; i < n; ++i) {
+        xs[i] = _mm512_loadu_ps(xt + 16 * i);
+        ws[i] = qwt ? _mm512_loadu_ps(qwt + 16 * i) : _mm512_mul_ps(xs[i], xs[i]);
+        __m512 ax = _mm512_abs_ps(xs[i]);
+        __mmask16 gt = _mm512_cmp_ps_mask(ax, amax, _CMP_GT_OQ);
+        amax = _mm512_mask_mov_ps(amax, gt, ax);
+        max = _mm512_mask_mov_ps(max, gt, xs[i]);
+    }
+    const __mmask16 tiny = _mm512_cmp_ps_mask(amax, _mm512_set1_ps(QE_GROUP_MAX_EPS), _CMP_LT_OQ);
+    __m512 iscale = _mm512_div_ps(_mm512_set1_ps((float)-nmax), max);
+    __m512 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+        __m512i l = _mm512_max_epi32(lo, _mm512_min_epi32(hi, nearest16(_mm512_mul_ps(iscale, xs[i]))));
+        L[i] = _mm512_add_epi32(l, off);
+        __m512 lf = _mm512_cvtepi32_ps(l);
+        sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(ws[i], xs[i]), lf));
+        suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(ws[i], lf), lf));
+    }
+    __m512 scale = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(suml2, zero, _CMP_NEQ_UQ), sumlx, suml2);
+    __m512 best = _mm512_mul_ps(scale, sumlx);
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        const float num = -(nmax + 0.1f * is);
+        iscale = _mm512_div_ps(_mm512_set1_ps(num), max);
+        __m512i Laux[32];
+        sumlx = suml2 = zero;
+        for (int i = 0; i < n; ++i) {
+            __m512i l = _mm512_max_epi32(lo, _mm512_min_epi32(hi, nearest16(_mm512_mul_ps(iscale, xs[i]))));
+            Laux[i] = l;
+            __m512 lf = _mm512_cvtepi32_ps(l);
+            sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(ws[i], xs[i]), lf));
+            suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(ws[i], lf), lf));
+        }
+        __mmask16 upd = _mm512_cmp_ps_mask(suml2, zero, _CMP_GT_OQ) &
+                        _mm512_cmp_ps_mask(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2),
+                                           _CMP_GT_OQ);
+        if (!upd)
+            continue;
+        for (int i = 0; i < n; ++i)
+            L[i] = _mm512_mask_mov_epi32(L[i], upd, _mm512_add_epi32(Laux[i], off));
+        scale = _mm512_mask_mov_ps(scale, upd, _mm512_div_ps(sumlx, suml2));
+        best = _mm512_mask_mov_ps(best, upd, _mm512_mul_ps(scale, sumlx));
+    }
+    for (int i = 0; i < n; ++i)
+        _mm_storeu_si128((__m128i *)(Lt + 16 * i),
+                         _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32((__mmask16)~tiny, L[i])));
+    _mm512_storeu_ps(scale_out, _mm512_mask_mov_ps(scale, tiny, zero));
+}
+
+static const qe_kquant_kernels g_kq_avx512 = {qkx2_16_avx512, qx16_avx512};
+
+#define KQ_WRAP(name, driver)                                                             \
+    static int name(const float *restrict x, void *restrict y, int64_t n,                 \
+                    const float *restrict imatrix)                                        \
+    {                                                                                     \
+        return driver(&g_kq_avx512, x, y, n, imatrix);                                    \
+    }
+KQ_WRAP(q2_K_quantize_avx512, qe_q2_K_quantize_with)
+KQ_WRAP(q3_K_quantize_avx512, qe_q3_K_quantize_with)
+KQ_WRAP(q4_K_quantize_avx512, qe_q4_K_quantize_with)
+KQ_WRAP(q5_K_quantize_avx512, qe_q5_K_quantize_with)
+KQ_WRAP(q6_K_quantize_avx512, qe_q6_K_quantize_with)
+KQ_WRAP(q4_0_quantize_avx512, qe_q4_0_quantize_with)
+KQ_WRAP(q4_1_quantize_avx512, qe_q4_1_quantize_with)
+KQ_WRAP(q5_0_quantize_avx512, qe_q5_0_quantize_with)
+KQ_WRAP(q5_1_quantize_avx512, qe_q5_1_quantize_with)
+
+/* Q8_0 quantizer, the same bytes as q8_0_quant_ref: amax is a plain
+ * maximum (order-free), x*id per lane, roundf done as truncate then
+ * +-1 when the exact remainder reaches +-0.5.  The finiteness check runs
+ * in the same pass (y is undefined on QE_ENAN, as for the reference). */
+TGT static inline __m512i round_half_away16(__m512 v)
+{
+    __m512i r = _mm512_cvttps_epi32(v);
+    __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(r));
+    const __m512i one = _mm512_set1_epi32(1);
+    r = _mm512_mask_add_epi32(r, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ), r,
+                              one);
+    return _mm512_mask_sub_epi32(r, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(-0.5f), _CMP_LE_OQ),
+                                 r, one);
+}
+
+TGT static int q8_0_quantize_avx512(const float *restrict x, void *restrict vy, int64_t n,
+                                    const float *restrict imatrix)
+{
+    (void)imatrix; /* llama.cpp ignores it for Q8_0 */
+    qe_block_q8_0 *y = vy;
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+    __mmask16 bad = 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m512 a = _mm512_loadu_ps(x + 32 * i), b = _mm512_loadu_ps(x + 32 * i + 16);
+        const __m512 aa = _mm512_abs_ps(a), ab = _mm512_abs_ps(b);
+        bad |= _mm512_cmp_ps_mask(aa, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(ab, inf, _CMP_NLT_UQ);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(aa, ab));
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        y[i].d = qe_f2h(d);
+        _mm_storeu_si128((__m128i *)y[i].qs,
+                         _mm512_cvtepi32_epi8(round_half_away16(_mm512_mul_ps(a, vid))));
+        _mm_storeu_si128((__m128i *)(y[i].qs + 16),
+                         _mm512_cvtepi32_epi8(round_half_away16(_mm512_mul_ps(b, vid))));
+    }
+    return bad ? QE_ENAN : 0;
+}
+
+static const qe_iq4_kernels g_iq4_avx512 = {iq4_trials16_avx512, iq4_index32_avx512};
+
+static int iq4_nl_quantize_avx512(const float *restrict x, void *restrict y, int64_t n,
+                                  const float *restrict imatrix)
+{
+    return qe_iq4_nl_quantize_with(&g_iq4_avx512, x, y, n, imatrix);
+}
+
+static int iq4_xs_quantize_avx512(const float *restrict x, void *restrict y, int64_t n,
+                                  const float *restrict imatrix)
+{
+    return qe_iq4_xs_quantize_with(&g_iq4_avx512, x, y, n, imatrix);
+}
+
 void qe_register_avx512(qe_type_traits *tab)
 {
 #define SET(T, deq, dot)                                                                  \
@@ -303,4 +597,16 @@ void qe_register_avx512(qe_type_traits *tab)
     SET(QE_TYPE_Q5_K, q5_K_to_float_avx512, q5_K_dot_avx512);
     SET(QE_TYPE_Q6_K, q6_K_to_float_avx512, q6_K_dot_avx512);
 #undef SET
+    qe_from_float_fast[QE_TYPE_Q8_0] = q8_0_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_IQ4_NL] = iq4_nl_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_IQ4_XS] = iq4_xs_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q2_K] = q2_K_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q3_K] = q3_K_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q4_K] = q4_K_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q5_K] = q5_K_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q6_K] = q6_K_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q4_0] = q4_0_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q4_1] = q4_1_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q5_0] = q5_0_quantize_avx512;
+    qe_from_float_fast[QE_TYPE_Q5_1] = q5_1_quantize_avx512;
 }

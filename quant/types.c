@@ -50,6 +50,8 @@ static qe_type_traits g_traits[QE_TYPE_COUNT] = {
 
 static bool g_inited;
 
+qe_from_float_fn qe_from_float_fast[QE_TYPE_COUNT];
+
 const qe_type_traits *qe_type_get(int t)
 {
     if (t < 0 || t >= QE_TYPE_COUNT || !g_traits[t].name)
@@ -132,11 +134,14 @@ static int cpu_simd_level(void)
 
 static void register_all(int level)
 {
+    memset(qe_from_float_fast, 0, sizeof qe_from_float_fast);
     qe_register_float(g_traits);
     qe_register_legacy(g_traits);
     qe_register_k(g_traits);
     qe_register_iq(g_traits);
     g_simd_level = "ref";
+    if (level == 0) /* "ref" runs the scalar spec only */
+        memset(qe_from_float_fast, 0, sizeof qe_from_float_fast);
     if (level >= 1) {
         qe_register_avx2(g_traits);
         g_simd_level = "avx2";
@@ -205,14 +210,18 @@ int qe_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64
         return qe_err_set(err, QE_ESHAPE,
                           "quantize %s: row length %lld is not a multiple of the block size %lld",
                           tt->name, (long long)n_per_row, (long long)tt->blck_size);
+    /* the fast twin (byte-identical output) where this SIMD level has one */
+    qe_from_float_fn quantize = qe_from_float_fast[type] ? qe_from_float_fast[type]
+                                                         : tt->from_float_ref;
     int64_t bad_row = -1;
     int bad_rc = 0;
     if (n_threads < 1)
         n_threads = 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (nrows > 1)
+    /* rows cost the same: one contiguous run of rows per thread */
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (nrows > 1)
     for (int64_t r = 0; r < nrows; r++) {
-        int rc = tt->from_float_ref(src + r * n_per_row, (uint8_t *)dst + (size_t)r * row_nbytes,
-                                    n_per_row, imatrix);
+        int rc = quantize(src + r * n_per_row, (uint8_t *)dst + (size_t)r * row_nbytes, n_per_row,
+                          imatrix);
         if (rc) {
 #pragma omp critical(qe_quantize_rows_err)
             {

@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../harness/eval/stats.h"
 #include "report.h"
@@ -303,6 +304,15 @@ int qe_report_parse_ref(qe_store *s, const char *ref, int64_t *run_id, int64_t *
     return 0;
 }
 
+int qe_report_db_exists(const char *path, qe_err *err)
+{
+    if (access(path, F_OK) != 0)
+        return qe_err_set(err, QE_ENOTFOUND,
+                          "%s: no such results database (write one with qeval run, or pass --db)",
+                          path);
+    return 0;
+}
+
 /* ----------------------------------------------------------------- gate */
 
 void qe_gate_opts_default(qe_gate_opts *o)
@@ -399,6 +409,8 @@ int qe_gate_check(qe_store *s, const int64_t *base_vid, const int64_t *cand_vid,
                 worse = r->delta, thr = o->max_kld_increase, unit = " nats";
             else
                 worse = -r->delta, thr = o->max_acc_drop_pts, unit = " pts";
+            if (worse == 0)
+                worse = 0; /* print "+0", never "-0" */
             bool beyond = worse > thr, signif = r->p < o->alpha;
             bool reg = beyond && signif;
             n_checks++;

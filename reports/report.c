@@ -575,7 +575,11 @@ static void render_card(const qe_report_data *d, FILE *out)
     fprintf(out, "### Quantization quality: %s\n\n", d->model_name);
     render_table(d, out, true);
     fprintf(out, "\n");
-    render_recommendation(d, out, "**", false);
+    qe_tolerance t;
+    qe_tolerance_default(&t);
+    char why[300];
+    int k = qe_report_recommend(d, &t, 0, why, sizeof why);
+    fprintf(out, "**Recommended: %s** (%s)\n", k >= 0 ? d->variants[k].name : "none", why);
     fprintf(out, "\n<sub>Measured with qeval %s (git %s) on %s, %s. Model sha256 `%.16s`. "
                  "Run key `%.12s`. KLD is KL(reference || variant) in nats per token.</sub>\n",
             d->tool_version, d->git_rev, d->main_task[0] ? d->main_task : "-",

@@ -125,6 +125,10 @@ int qe_gate_opts_load(qe_gate_opts *o, const char *path, qe_err *err);
 int qe_gate_check(qe_store *s, const int64_t *base_vid, const int64_t *cand_vid, int n_pairs,
                   const qe_gate_opts *o, FILE *out, int *n_regressions, qe_err *err);
 
+/* QE_ENOTFOUND naming the path if a database to read does not exist (the
+ * reading commands must not create an empty one). */
+int qe_report_db_exists(const char *path, qe_err *err);
+
 /* ----------------------------------------------------------- history */
 
 /* Print one line per run of model M (name or sha256 prefix) with variant V:

@@ -268,7 +268,7 @@ TEST(formats_agree_with_db)
     }
     CHECK(strstr(fm[0], "60.0 (-20.0**)") != NULL); /* Q2_K math with its marker */
     CHECK(strstr(fm[1], "| Q2_K |") != NULL);
-    CHECK(strstr(fm[4], "recommended: Q4_K_M") != NULL);
+    CHECK(strstr(fm[4], "**Recommended: Q4_K_M**") != NULL);
     /* json: exact values and every result row */
     cJSON *j = cJSON_Parse(fm[3]);
     REQUIRE(j, "json parses");

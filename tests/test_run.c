@@ -108,7 +108,7 @@ static char *dump(const char *db)
         " variants v JOIN runs r ON r.id = v.run_id ORDER BY 1, 2",
         "SELECT name, version, family, data_sha256, protocol, metric FROM tasks ORDER BY 1, 5",
         "SELECT r.run_key, v.name, t.name, s.item, s.metric, s.value, s.value2, s.n_tokens,"
-        " s.response, s.extracted FROM samples s JOIN variants v ON v.id = s.variant_id JOIN"
+        " s.response, s.extracted, s.prompt_sha, s.ids_sha FROM samples s JOIN variants v ON v.id = s.variant_id JOIN"
         " runs r ON r.id = v.run_id JOIN tasks t ON t.id = s.task_id ORDER BY 1, 2, 3, 4, 5",
         "SELECT r.run_key, v.name, t.name, k.item, k.n_tokens, k.kld_sum, k.top1_same,"
         " hex(k.kld) FROM kld k JOIN variants v ON v.id = k.variant_id JOIN runs r ON r.id ="
@@ -180,6 +180,26 @@ TEST(uninterrupted_baseline)
     CHECKF(count_rows(baseline) > 100, "rows %d", count_rows(baseline));
     CHECK(strstr(baseline, "|Q4_K_M|ppl:tinystories_val.txt|kld_mean|") != NULL);
     CHECK(strstr(baseline, "|copa|") != NULL);
+    /* every copa item logs its prompt token-id hash, the same for every
+     * variant (same tokenizer, same BOS handling) */
+    sqlite3 *h;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        sqlite3_prepare_v2(h,
+                           "SELECT count(*), count(DISTINCT s.item), count(DISTINCT s.item || "
+                           "s.ids_sha), sum(s.ids_sha IS NULL) FROM samples s JOIN tasks t ON "
+                           "t.id = s.task_id WHERE t.name = 'copa' AND s.metric = t.metric",
+                           -1, &st, NULL);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            CHECKF(sqlite3_column_int(st, 0) == 3 * 16 && sqlite3_column_int(st, 1) == 16 &&
+                       sqlite3_column_int(st, 2) == 16 && sqlite3_column_int(st, 3) == 0,
+                   "rows %d items %d item+ids %d null %d", sqlite3_column_int(st, 0),
+                   sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+                   sqlite3_column_int(st, 3));
+        }
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+    }
     /* a second invocation finds the finished run and adds nothing */
     CHECK(run_cmd(db, "e2e", "Q8_0,Q4_K_M", NULL, NULL) == 0);
     char *again = dump(db);

@@ -66,6 +66,8 @@ int qe_cmd_compare(int argc, char **argv)
     if (n_pos != 2)
         return qe_usage_error("compare", "expected BASE and CAND (runs or RUN:VARIANT)");
     qe_err err = {0};
+    if (qe_report_db_exists(db, &err))
+        return qe_report_error("compare", &err);
     qe_store *s = qe_store_open(db, &err);
     if (!s)
         return qe_report_error("compare", &err);

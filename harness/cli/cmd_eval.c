@@ -6,6 +6,11 @@
  * paired delta vs the reference with its p-value.  BOS handling of the
  * two models is compared on every task's first prompt; a mismatch is an
  * error (the numbers would not be comparable).
+ *
+ * With --db, MODEL is an artifact (a GGUF made elsewhere, the file being
+ * shipped) and is stored as a variant of REF's run in SQLite through the
+ * run engine (harness/store/runner.h): perplexity/KLD on the text, plus the
+ * given tasks or suite; the stored run is then printed as a table.
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,11 +21,16 @@
 #include "../eval/stats.h"
 #include "../eval/task.h"
 #include "../model/model.h"
+#include "../store/runner.h"
+#include "../store/store.h"
+#include "../../reports/report.h"
 #include "cli.h"
 
 static const char USAGE[] =
     "usage: qeval eval MODEL (--tasks a,b | --suite S) [--limit N] [--reference REF]\n"
     "                  [--threads N] [--ctx N] [--verbose]\n"
+    "       qeval eval FILE.gguf --reference REF --db results.db [--tasks a,b | --suite S]\n"
+    "                  [--limit N] [--text FILE] [--threads N]\n"
     "  MODEL, REF   GGUF, safetensors dir or llama2.c .bin\n"
     "  --tasks      comma-separated task names (see `qeval tasks`)\n"
     "  --suite      a suite name (see `qeval suites`); its per-task limits apply\n"
@@ -29,6 +39,10 @@ static const char USAGE[] =
     "               (McNemar exact for accuracies, paired bootstrap otherwise)\n"
     "  --ctx N      context window (default 512)    --threads N  OpenMP threads\n"
     "  --verbose    log the first 16 token ids of every prompt to stderr\n"
+    "  --db F       store FILE.gguf as a variant named <file type>@<sha256 prefix> of REF's run\n"
+    "               in the SQLite database F (resumable), then print the run's table\n"
+    "  --text FILE  with --db: perplexity/KLD text (default: wikitext-2, or TinyStories for\n"
+    "               models trained on <= 512 positions)\n"
     "Results on stdout, progress on stderr.  Exit 0 ok, 2 usage or input error.\n";
 
 typedef struct ev_side {
@@ -55,9 +69,36 @@ static void close_side(ev_side *s)
     qe_model_free(s->m);
 }
 
+/* `qeval eval FILE.gguf --reference REF --db F`: store the artifact. */
+static int eval_into_db(const char *gguf, const char *ref, const char *db, const char *tasks,
+                        const char *suite, const char *text, long long limit, int threads)
+{
+    if (!ref)
+        return qe_usage_error("eval", "--db needs --reference MODEL (the full-precision model)");
+    if (tasks && suite)
+        return qe_usage_error("eval", "give at most one of --tasks or --suite");
+    qe_run_opts o;
+    qe_run_opts_init(&o);
+    o.tasks = tasks;
+    o.suite = suite;
+    o.text_path = text;
+    o.limit = limit;
+    o.threads = threads;
+    qe_err err = {0};
+    int64_t run_id = 0;
+    if (qe_store_eval_artifact(gguf, ref, db, &o, &run_id, &err) != 0)
+        return qe_report_error("eval", &err);
+    qe_store *s = qe_store_open(db, &err);
+    if (!s)
+        return qe_report_error("eval", &err);
+    int rc = qe_report_render(s, run_id, "table", stdout, &err);
+    qe_store_close(s);
+    return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
+}
+
 int qe_cmd_eval(int argc, char **argv)
 {
-    const char *model = NULL, *ref = NULL, *tasks = NULL, *suite = NULL;
+    const char *model = NULL, *ref = NULL, *tasks = NULL, *suite = NULL, *db = NULL, *text = NULL;
     long long limit = 0, ctx = 512, threads = 0;
     bool verbose = false;
     for (int i = 1; i < argc; i++) {
@@ -71,6 +112,10 @@ int qe_cmd_eval(int argc, char **argv)
             suite = v;
         } else if ((v = qe_arg_value(argc, argv, &i, "--reference", NULL))) {
             ref = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--db", NULL))) {
+            db = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--text", NULL))) {
+            text = v;
         } else if ((v = qe_arg_value(argc, argv, &i, "--limit", NULL))) {
             if (!qe_arg_int("--limit", v, 1, 100000000, &limit))
                 return QE_EXIT_USAGE;
@@ -94,6 +139,10 @@ int qe_cmd_eval(int argc, char **argv)
     }
     if (!model)
         return qe_usage_error("eval", "missing MODEL");
+    if (db)
+        return eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads);
+    if (text)
+        return qe_usage_error("eval", "--text is only used with --db");
     if (!tasks == !suite)
         return qe_usage_error("eval", "give exactly one of --tasks or --suite");
 

@@ -72,6 +72,8 @@ int qe_cmd_gate(int argc, char **argv)
     }
     if (!base)
         return qe_usage_error("gate", "--baseline is required");
+    if (qe_report_db_exists(db, &err))
+        return qe_report_error("gate", &err);
     qe_store *s = qe_store_open(db, &err);
     if (!s)
         return qe_report_error("gate", &err);

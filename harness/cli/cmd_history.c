@@ -44,6 +44,8 @@ int qe_cmd_history(int argc, char **argv)
     if (!model || !variant || !metric)
         return qe_usage_error("history", "--model, --variant and --metric are required");
     qe_err err = {0};
+    if (qe_report_db_exists(db, &err))
+        return qe_report_error("history", &err);
     qe_store *s = qe_store_open(db, &err);
     if (!s)
         return qe_report_error("history", &err);

@@ -49,6 +49,8 @@ int qe_cmd_report(int argc, char **argv)
         return qe_usage_error("report", "--format: expected table, md, html, json or card, got '%s'",
                               format);
     qe_err err = {0};
+    if (qe_report_db_exists(db, &err))
+        return qe_report_error("report", &err);
     qe_store *s = qe_store_open(db, &err);
     if (!s)
         return qe_report_error("report", &err);

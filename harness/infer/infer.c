@@ -34,6 +34,7 @@
  */
 #include "infer.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@
 
 #include "../../quant/quant.h"
 #include "../model/model.h"
+#include "pool.h"
 
 #define ATT_BLOCK 12          /* query tokens per attention work item */
 #define TILE_TARGET_NBYTES (256 * 1024) /* f32 weight tile kept in L2 */
@@ -64,12 +66,15 @@ typedef struct qe_thread_scratch {
     float *tile;   /* (tile_cap) dequantized rows, row-major */
     float *pack;   /* (tile_cap) the same rows, k-major */
     float *scores; /* (ATT_BLOCK, n_ctx) attention probabilities */
+    float *row;    /* (n_in_max) one dequantized weight row (decode) */
 } qe_thread_scratch;
 
 struct qe_infer {
     const qe_model *m;
     qe_config cfg;
     int n_ctx, n_batch, n_threads, max_threads, isa;
+    int numerics;   /* QE_NUMERICS_EXACT or QE_NUMERICS_LLAMACPP */
+    qe_pool *pool;  /* max_threads - 1 workers */
     int q_dim, kv_dim; /* n_head*head_dim, n_head_kv*head_dim */
     qe_matmul_hook hook;
     void *hook_ud;
@@ -331,6 +336,13 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
         inf->n_batch = inf->n_ctx;
     inf->hook = opts ? opts->hook : NULL;
     inf->hook_ud = opts ? opts->hook_ud : NULL;
+    inf->numerics = opts ? opts->numerics : QE_NUMERICS_EXACT;
+    if (inf->numerics != QE_NUMERICS_EXACT && inf->numerics != QE_NUMERICS_LLAMACPP) {
+        qe_err_set(err, QE_EINVAL, "qe_infer_new: numerics %d: expected %d (exact) or %d "
+                   "(llamacpp)", inf->numerics, QE_NUMERICS_EXACT, QE_NUMERICS_LLAMACPP);
+        free(inf);
+        return NULL;
+    }
     inf->isa = qe_infer_isa();
     inf->max_threads = omp_get_max_threads();
     if (opts && opts->n_threads > inf->max_threads)
@@ -429,10 +441,15 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
         s->tile = xcalloc(inf, inf->tile_cap, sizeof(float));
         s->pack = xcalloc(inf, inf->tile_cap, sizeof(float));
         s->scores = xcalloc(inf, (size_t)ATT_BLOCK * inf->n_ctx, sizeof(float));
-        if (!s->tile || !s->pack || !s->scores) {
+        s->row = xcalloc(inf, (size_t)n_in_max, sizeof(float));
+        if (!s->tile || !s->pack || !s->scores || !s->row) {
             rc = qe_err_set(err, QE_ENOMEM, "out of memory (thread scratch)");
             goto fail;
         }
+    }
+    if (!(inf->pool = qe_pool_new(inf->max_threads, err))) {
+        rc = err ? err->code : QE_ENOMEM;
+        goto fail;
     }
     return inf;
 fail:
@@ -445,6 +462,7 @@ void qe_infer_free(qe_infer *inf)
 {
     if (!inf)
         return;
+    qe_pool_free(inf->pool);
     for (int i = 0; i < inf->n_vecs; i++)
         free(inf->vecs[i]);
     free(inf->vecs);
@@ -468,6 +486,7 @@ void qe_infer_free(qe_infer *inf)
             free(inf->scratch[t].tile);
             free(inf->scratch[t].pack);
             free(inf->scratch[t].scores);
+            free(inf->scratch[t].row);
         }
         free(inf->scratch);
     }
@@ -521,21 +540,53 @@ uint64_t qe_infer_alloc_nbytes(const qe_infer *inf)
     return inf->alloc_nbytes;
 }
 
-/* Fork threads only for regions worth it: with 2 cores shared with other
- * work, a parallel region whose thread is descheduled costs a time slice,
- * which dwarfs a small matmul.  Results never depend on this choice. */
-#define PAR_MIN_WORK (1 << 22)
-static inline bool par(const qe_infer *inf, double work)
+/* ------------------------------------------------------------ threads -- */
+
+/* Jobs smaller than this (multiply-adds) run on the calling thread only:
+ * waking a worker costs more than it saves.  Results never depend on it. */
+#define PAR_MIN_WORK (1 << 17)
+
+static void run_job(qe_infer *inf, double work, int n_items, qe_pool_fn fn, void *ctx)
 {
-    return inf->n_threads > 1 && work >= PAR_MIN_WORK;
+    qe_pool_run(inf->pool, work >= PAR_MIN_WORK ? inf->n_threads : 1, n_items, fn, ctx);
+}
+
+/* Round n floats to the nearest f16 value (ties to even), in place: the
+ * f16 KV cache and f16 activations of llamacpp numerics.  The AVX-512 and
+ * scalar paths give the same bits (both round to nearest even). */
+__attribute__((target("avx512f"))) static void round_f16_avx512(float *v, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(v + i),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm512_storeu_ps(v + i, _mm512_cvtph_ps(h));
+    }
+    for (; i < n; i++)
+        v[i] = qe_fp16_to_fp32(qe_fp32_to_fp16(v[i]));
+}
+
+static void round_f16(int isa, float *v, int n)
+{
+    if (isa == QE_ISA_AVX512) {
+        round_f16_avx512(v, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        v[i] = qe_fp16_to_fp32(qe_fp32_to_fp16(v[i]));
 }
 
 /* ------------------------------------------------------------- matmul -- */
 
 /* Rows per tile: the f32 tile fits TILE_TARGET_NBYTES, a multiple of 32
- * (the kernel's column block), and there are enough tiles for the threads. */
-static int tile_rows(const qe_infer *inf, const qe_wt *w)
+ * (the kernel's column block), and there are enough tiles for the threads.
+ * Decode (T <= QE_DECODE_MAX_T) uses DECODE_ROWS-row items: no tile is
+ * materialised there, so small items only improve the balance. */
+#define DECODE_ROWS 32
+static int tile_rows(const qe_infer *inf, const qe_wt *w, int T)
 {
+    if (T <= QE_DECODE_MAX_T)
+        return DECODE_ROWS;
     int r = (int)(inf->tile_cap / (size_t)w->n_in);
     if (r > 256)
         r = 256;
@@ -549,44 +600,125 @@ static int tile_rows(const qe_infer *inf, const qe_wt *w)
     return r;
 }
 
-/* y[t][0..n_out) = x[t] . W^T (+ bias) for t < T; x rows ldx apart, y rows ldy apart. */
-static void matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
-                   int T, float *y, int ldy)
+/*
+ * y[t][r0..r0+rows) = x[t] . W[r0..r0+rows)^T (+ bias) for t < T.
+ * Prefill: dequantize the tile once, transpose it to k-major and apply it
+ * to all T tokens (qe_gemm_f32: one FMA chain per element).  Decode: one
+ * row at a time into an L1-sized buffer, lane-split dot (qe_dot_f32), so
+ * the weights stream from memory once and nothing tile-sized is written.
+ */
+static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int T, float *y,
+                    int ldy, int r0, int rows, int tid)
 {
-    if (inf->hook && ldx == w->n_in)
-        inf->hook(inf->hook_ud, name, x, T, w->n_in);
-    const int R = tile_rows(inf, w);
-    const int n_tiles = (w->n_out + R - 1) / R;
+    qe_thread_scratch *s = &inf->scratch[tid];
     const int n_in = w->n_in, isa = inf->isa;
-#pragma omp parallel for num_threads(inf->n_threads) schedule(dynamic, 1) \
-    if (par(inf, (double)T * w->n_out * n_in + (double)w->n_out * n_in * 4))
-    for (int tile = 0; tile < n_tiles; tile++) {
-        qe_thread_scratch *s = &inf->scratch[omp_get_thread_num()];
-        const int r0 = tile * R;
-        const int rows = w->n_out - r0 < R ? w->n_out - r0 : R;
-        const uint8_t *src = (const uint8_t *)w->t->data + (size_t)r0 * w->row_nbytes;
-        w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
-        if (T <= QE_DECODE_MAX_T) { /* decode: bandwidth-bound, no repacking */
+    const uint8_t *src = (const uint8_t *)w->t->data + (size_t)r0 * w->row_nbytes;
+    if (T <= QE_DECODE_MAX_T) {
+        for (int r = 0; r < rows; r++) {
+            w->tr->to_float(src + (size_t)r * w->row_nbytes, s->row, n_in);
+            const float b = w->bias ? w->bias[r0 + r] : 0.0f;
             for (int t = 0; t < T; t++)
-                for (int r = 0; r < rows; r++)
-                    y[(size_t)t * ldy + r0 + r] =
-                        qe_dot_f32(isa, n_in, x + (size_t)t * ldx, s->tile + (size_t)r * n_in) +
-                        (w->bias ? w->bias[r0 + r] : 0.0f);
-            continue;
+                y[(size_t)t * ldy + r0 + r] = qe_dot_f32(isa, n_in, x + (size_t)t * ldx, s->row) + b;
         }
-        /* transpose to k-major: pack[k][r] */
-        for (int r0b = 0; r0b < rows; r0b += 8) {
-            const int rn = rows - r0b < 8 ? rows - r0b : 8;
-            for (int k = 0; k < n_in; k++)
-                for (int r = 0; r < rn; r++)
-                    s->pack[(size_t)k * rows + r0b + r] = s->tile[(size_t)(r0b + r) * n_in + k];
-        }
-        qe_gemm_f32(isa, T, rows, n_in, x, ldx, s->pack, rows, y + r0, ldy, false);
-        if (w->bias)
-            for (int t = 0; t < T; t++)
-                for (int r = 0; r < rows; r++)
-                    y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+        return;
     }
+    w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
+    /* transpose to k-major: pack[k][r] */
+    for (int r0b = 0; r0b < rows; r0b += 8) {
+        const int rn = rows - r0b < 8 ? rows - r0b : 8;
+        for (int k = 0; k < n_in; k++)
+            for (int r = 0; r < rn; r++)
+                s->pack[(size_t)k * rows + r0b + r] = s->tile[(size_t)(r0b + r) * n_in + k];
+    }
+    qe_gemm_f32(isa, T, rows, n_in, x, ldx, s->pack, rows, y + r0, ldy, false);
+    if (w->bias)
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < rows; r++)
+                y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+}
+
+/* Up to 3 weights applied to the same input in one pool job (q/k/v;
+ * gate/up), with optional epilogues on each finished tile. */
+typedef struct mm_job {
+    qe_infer *inf;
+    int n_w;
+    const qe_wt *w[3];
+    float *y[3];   /* (T, ldy[j]) outputs */
+    int ldy[3];
+    int R[3];      /* rows per tile */
+    int n_tiles[3];
+    const float *x; /* (T, ldx) */
+    int ldx, T;
+    bool swiglu;   /* w[0] gate, w[1] up, tiles paired: y0 = silu(y0) * y1 */
+    float *resid;  /* if set: resid[t*ldr + o] += y[0][t*ldy + o] (residual) */
+    int ldr;
+} mm_job;
+
+static void mm_item(void *ctx, int item, int tid)
+{
+    mm_job *J = ctx;
+    int j = 0;
+    if (!J->swiglu)
+        while (item >= J->n_tiles[j]) {
+            item -= J->n_tiles[j];
+            j++;
+        }
+    const qe_wt *w = J->w[j];
+    const int r0 = item * J->R[j];
+    const int rows = w->n_out - r0 < J->R[j] ? w->n_out - r0 : J->R[j];
+    const int T = J->T;
+    mm_tile(J->inf, w, J->x, J->ldx, T, J->y[j], J->ldy[j], r0, rows, tid);
+    if (J->swiglu) {
+        mm_tile(J->inf, J->w[1], J->x, J->ldx, T, J->y[1], J->ldy[1], r0, rows, tid);
+        for (int t = 0; t < T; t++) {
+            float *g = J->y[0] + (size_t)t * J->ldy[0] + r0;
+            const float *u = J->y[1] + (size_t)t * J->ldy[1] + r0;
+            for (int i = 0; i < rows; i++)
+                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+    }
+    if (J->resid)
+        for (int t = 0; t < T; t++) {
+            float *xr = J->resid + (size_t)t * J->ldr + r0;
+            const float *yr = J->y[0] + (size_t)t * J->ldy[0] + r0;
+            for (int i = 0; i < rows; i++)
+                xr[i] += yr[i];
+        }
+}
+
+static void mm_add(mm_job *J, const qe_wt *w, const char *name, float *y, int ldy)
+{
+    qe_infer *inf = J->inf;
+    if (inf->hook && J->ldx == w->n_in)
+        inf->hook(inf->hook_ud, name, J->x, J->T, w->n_in);
+    const int j = J->n_w++;
+    J->w[j] = w;
+    J->y[j] = y;
+    J->ldy[j] = ldy;
+    J->R[j] = tile_rows(inf, w, J->T);
+    J->n_tiles[j] = (w->n_out + J->R[j] - 1) / J->R[j];
+}
+
+static void mm_run(mm_job *J)
+{
+    double work = 0;
+    int n_items = 0;
+    for (int j = 0; j < J->n_w; j++) {
+        work += (double)J->T * J->w[j]->n_out * J->w[j]->n_in;
+        n_items += J->n_tiles[j];
+    }
+    if (J->swiglu)
+        n_items = J->n_tiles[0];
+    run_job(J->inf, work, n_items, mm_item, J);
+}
+
+/* y = x . W^T (+ bias) for T rows of x; optionally resid += y. */
+static void matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
+                   int T, float *y, int ldy, float *resid, int ldr)
+{
+    mm_job J = {.inf = inf, .x = x, .ldx = ldx, .T = T, .resid = resid, .ldr = ldr};
+    mm_add(&J, w, name, y, ldy);
+    mm_run(&J);
 }
 
 /* ---------------------------------------------------------- per token -- */
@@ -603,63 +735,126 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
         out[i] = (x[i] * scale) * w[i];
 }
 
+typedef struct tok_job {
+    qe_infer *inf;
+    float *out;
+    const float *x, *w;
+    const int32_t *tokens;
+    int l, pos0;
+} tok_job;
+
+static void rmsnorm_item(void *ctx, int t, int tid)
+{
+    (void)tid;
+    tok_job *J = ctx;
+    const int E = J->inf->cfg.n_embd;
+    rmsnorm(J->out + (size_t)t * E, J->x + (size_t)t * E, J->w, E, J->inf->cfg.rms_eps);
+}
+
 static void rmsnorm_rows(qe_infer *inf, float *out, const float *x, const float *w, int T)
 {
+    tok_job J = {.inf = inf, .out = out, .x = x, .w = w};
+    run_job(inf, 4.0 * T * inf->cfg.n_embd, T, rmsnorm_item, &J);
+}
+
+static void embed_item(void *ctx, int t, int tid)
+{
+    (void)tid;
+    tok_job *J = ctx;
+    qe_infer *inf = J->inf;
     const int E = inf->cfg.n_embd;
-    const float eps = inf->cfg.rms_eps;
-#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 8.0 * T * E))
-    for (int t = 0; t < T; t++)
-        rmsnorm(out + (size_t)t * E, x + (size_t)t * E, w, E, eps);
+    inf->tok_embd.tr->to_float((const uint8_t *)inf->tok_embd.t->data +
+                                   (size_t)J->tokens[t] * inf->tok_embd.row_nbytes,
+                               inf->x + (size_t)t * E, E);
+}
+
+/* RoPE on q and k of token t, then k (transposed) and v into the cache of
+ * layer l at position pos0 + t.  llamacpp numerics: q, k, v rounded to f16
+ * (ggml converts q to the f16 cache's vec_dot type; the cache is f16). */
+static void rope_kv_item(void *ctx, int t, int tid)
+{
+    (void)tid;
+    tok_job *J = ctx;
+    qe_infer *inf = J->inf;
+    const qe_config *c = &inf->cfg;
+    const int qd = inf->q_dim, kvd = inf->kv_dim, n_ctx = inf->n_ctx, hd = c->head_dim;
+    const int p = J->pos0 + t;
+    float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * n_ctx;
+    float *v_l = inf->v_cache + (size_t)J->l * n_ctx * kvd;
+    float *q = inf->q + (size_t)t * qd, *k = inf->k + (size_t)t * kvd, *v = inf->v + (size_t)t * kvd;
+    rope_apply(inf, q, c->n_head, p);
+    rope_apply(inf, k, c->n_head_kv, p);
+    if (inf->numerics == QE_NUMERICS_LLAMACPP) {
+        round_f16(inf->isa, q, qd);
+        round_f16(inf->isa, k, kvd);
+        round_f16(inf->isa, v, kvd);
+    }
+    for (int d = 0; d < kvd; d++) /* d = g*hd + i -> kt[g][i][p] */
+        kt_l[(size_t)d * n_ctx + p] = k[d];
+    memcpy(v_l + (size_t)p * kvd, v, (size_t)kvd * sizeof(float));
 }
 
 /* ---------------------------------------------------------- attention -- */
+
+typedef struct att_job {
+    qe_infer *inf;
+    int l, T, pos0, n_blk;
+} att_job;
+
+/* One (head, block of ATT_BLOCK query tokens): scores = q.K^T (gemm
+ * against the transposed cache), causal softmax, then P.V (gemm). */
+static void att_item(void *ctx, int item, int tid)
+{
+    att_job *J = ctx;
+    qe_infer *inf = J->inf;
+    const qe_config *c = &inf->cfg;
+    const int hd = c->head_dim, n_ctx = inf->n_ctx, kvd = inf->kv_dim, qd = inf->q_dim;
+    const int gqa = c->n_head / c->n_head_kv, T = J->T, pos0 = J->pos0, isa = inf->isa;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * n_ctx;
+    const float *v_l = inf->v_cache + (size_t)J->l * n_ctx * kvd;
+    float *S = inf->scratch[tid].scores;
+    const int h = item / J->n_blk, b = item % J->n_blk, g = h / gqa;
+    const int t0 = b * ATT_BLOCK;
+    const int mr = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+    const int N = pos0 + t0 + mr; /* keys 0..N-1 cover every query of the block */
+    qe_gemm_f32(isa, mr, N, hd, inf->q + (size_t)t0 * qd + (size_t)h * hd, qd,
+                kt_l + (size_t)g * hd * n_ctx, n_ctx, S, n_ctx, false);
+    for (int i = 0; i < mr; i++) {
+        float *row = S + (size_t)i * n_ctx;
+        const int p = pos0 + t0 + i; /* causal: keys 0..p */
+        float mx = -INFINITY;
+        for (int j = 0; j <= p; j++) {
+            row[j] *= scale;
+            if (row[j] > mx)
+                mx = row[j];
+        }
+        double sum = 0.0;
+        for (int j = 0; j <= p; j++) {
+            const float e = expf(row[j] - mx);
+            row[j] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int j = 0; j <= p; j++)
+            row[j] *= inv;
+        for (int j = p + 1; j < N; j++)
+            row[j] = 0.0f;
+        if (inf->numerics == QE_NUMERICS_LLAMACPP) /* ggml: P to f16 for the f16 V */
+            round_f16(isa, row, p + 1);
+    }
+    qe_gemm_f32(isa, mr, hd, N, S, n_ctx, v_l + (size_t)g * hd, kvd,
+                inf->att + (size_t)t0 * qd + (size_t)h * hd, qd, false);
+}
 
 /* att[t] for t < T (positions pos0+t), reading the cache of layer l. */
 static void attention(qe_infer *inf, int l, int T, int pos0)
 {
     const qe_config *c = &inf->cfg;
-    const int hd = c->head_dim, n_ctx = inf->n_ctx, kvd = inf->kv_dim, qd = inf->q_dim;
-    const int gqa = c->n_head / c->n_head_kv;
-    const int n_blk = (T + ATT_BLOCK - 1) / ATT_BLOCK;
-    const int n_items = c->n_head * n_blk;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int isa = inf->isa;
-    const float *kt_l = inf->k_cache + (size_t)l * c->n_head_kv * hd * n_ctx;
-    const float *v_l = inf->v_cache + (size_t)l * n_ctx * kvd;
-#pragma omp parallel for num_threads(inf->n_threads) schedule(dynamic, 1) \
-    if (par(inf, 2.0 * c->n_head * T * (pos0 + T) * hd))
-    for (int item = 0; item < n_items; item++) {
-        float *S = inf->scratch[omp_get_thread_num()].scores;
-        const int h = item / n_blk, b = item % n_blk, g = h / gqa;
-        const int t0 = b * ATT_BLOCK;
-        const int mr = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
-        const int N = pos0 + t0 + mr; /* keys 0..N-1 cover every query of the block */
-        qe_gemm_f32(isa, mr, N, hd, inf->q + (size_t)t0 * qd + (size_t)h * hd, qd,
-                    kt_l + (size_t)g * hd * n_ctx, n_ctx, S, n_ctx, false);
-        for (int i = 0; i < mr; i++) {
-            float *row = S + (size_t)i * n_ctx;
-            const int p = pos0 + t0 + i; /* causal: keys 0..p */
-            float mx = -INFINITY;
-            for (int j = 0; j <= p; j++) {
-                row[j] *= scale;
-                if (row[j] > mx)
-                    mx = row[j];
-            }
-            double sum = 0.0;
-            for (int j = 0; j <= p; j++) {
-                const float e = expf(row[j] - mx);
-                row[j] = e;
-                sum += (double)e;
-            }
-            const float inv = (float)(1.0 / sum);
-            for (int j = 0; j <= p; j++)
-                row[j] *= inv;
-            for (int j = p + 1; j < N; j++)
-                row[j] = 0.0f;
-        }
-        qe_gemm_f32(isa, mr, hd, N, S, n_ctx, v_l + (size_t)g * hd, kvd,
-                    inf->att + (size_t)t0 * qd + (size_t)h * hd, qd, false);
-    }
+    att_job J = {.inf = inf, .l = l, .T = T, .pos0 = pos0,
+                 .n_blk = (T + ATT_BLOCK - 1) / ATT_BLOCK};
+    run_job(inf, 2.0 * c->n_head * T * (pos0 + T) * c->head_dim, c->n_head * J.n_blk, att_item,
+            &J);
 }
 
 /* ------------------------------------------------------------ forward -- */
@@ -678,59 +873,36 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
                    qe_err *err)
 {
     const qe_config *c = &inf->cfg;
-    const int E = c->n_embd, F = c->n_ff, hd = c->head_dim, n_ctx = inf->n_ctx;
+    const int E = c->n_embd, F = c->n_ff;
     const int qd = inf->q_dim, kvd = inf->kv_dim, pos0 = inf->n_past;
 
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= c->n_vocab)
             return qe_err_set(err, QE_EINVAL, "token %d at batch index %d: expected an id in "
                               "[0, %d)", tokens[t], t, c->n_vocab);
-#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 8.0 * T * E))
-    for (int t = 0; t < T; t++)
-        inf->tok_embd.tr->to_float((const uint8_t *)inf->tok_embd.t->data +
-                                       (size_t)tokens[t] * inf->tok_embd.row_nbytes,
-                                   inf->x + (size_t)t * E, E);
+    tok_job TJ = {.inf = inf, .tokens = tokens};
+    run_job(inf, 4.0 * T * E, T, embed_item, &TJ);
 
     for (int l = 0; l < c->n_layer; l++) {
         const qe_layer_w *lw = &inf->layers[l];
         rmsnorm_rows(inf, inf->xb, inf->x, lw->attn_norm, T);
-        matmul(inf, &lw->q, wname(inf, l, 0, "attn_q"), inf->xb, E, T, inf->q, qd);
-        matmul(inf, &lw->k, wname(inf, l, 1, "attn_k"), inf->xb, E, T, inf->k, kvd);
-        matmul(inf, &lw->v, wname(inf, l, 2, "attn_v"), inf->xb, E, T, inf->v, kvd);
-        float *kt_l = inf->k_cache + (size_t)l * c->n_head_kv * hd * n_ctx;
-        float *v_l = inf->v_cache + (size_t)l * n_ctx * kvd;
-#pragma omp parallel for num_threads(inf->n_threads) schedule(static) \
-    if (par(inf, 8.0 * T * (qd + kvd)))
-        for (int t = 0; t < T; t++) {
-            const int p = pos0 + t;
-            rope_apply(inf, inf->q + (size_t)t * qd, c->n_head, p);
-            rope_apply(inf, inf->k + (size_t)t * kvd, c->n_head_kv, p);
-            for (int d = 0; d < kvd; d++) /* d = g*hd + i -> kt[g][i][p] */
-                kt_l[(size_t)d * n_ctx + p] = inf->k[(size_t)t * kvd + d];
-            memcpy(v_l + (size_t)p * kvd, inf->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
-        }
+        mm_job QKV = {.inf = inf, .x = inf->xb, .ldx = E, .T = T};
+        mm_add(&QKV, &lw->q, wname(inf, l, 0, "attn_q"), inf->q, qd);
+        mm_add(&QKV, &lw->k, wname(inf, l, 1, "attn_k"), inf->k, kvd);
+        mm_add(&QKV, &lw->v, wname(inf, l, 2, "attn_v"), inf->v, kvd);
+        mm_run(&QKV);
+        tok_job RJ = {.inf = inf, .l = l, .pos0 = pos0};
+        run_job(inf, 8.0 * T * (qd + kvd), T, rope_kv_item, &RJ);
         attention(inf, l, T, pos0);
-        matmul(inf, &lw->o, wname(inf, l, 3, "attn_output"), inf->att, qd, T, inf->xb2, E);
-#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 2.0 * T * E))
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < E; i++)
-                inf->x[(size_t)t * E + i] += inf->xb2[(size_t)t * E + i];
+        matmul(inf, &lw->o, wname(inf, l, 3, "attn_output"), inf->att, qd, T, inf->xb2, E, inf->x,
+               E);
 
         rmsnorm_rows(inf, inf->xb, inf->x, lw->ffn_norm, T);
-        matmul(inf, &lw->gate, wname(inf, l, 4, "ffn_gate"), inf->xb, E, T, inf->hb, F);
-        matmul(inf, &lw->up, wname(inf, l, 5, "ffn_up"), inf->xb, E, T, inf->hb2, F);
-#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 16.0 * T * F))
-        for (int t = 0; t < T; t++) {
-            float *g = inf->hb + (size_t)t * F;
-            const float *u = inf->hb2 + (size_t)t * F;
-            for (int i = 0; i < F; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        }
-        matmul(inf, &lw->down, wname(inf, l, 6, "ffn_down"), inf->hb, F, T, inf->xb2, E);
-#pragma omp parallel for num_threads(inf->n_threads) schedule(static) if (par(inf, 2.0 * T * E))
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < E; i++)
-                inf->x[(size_t)t * E + i] += inf->xb2[(size_t)t * E + i];
+        mm_job FF = {.inf = inf, .x = inf->xb, .ldx = E, .T = T, .swiglu = true};
+        mm_add(&FF, &lw->gate, wname(inf, l, 4, "ffn_gate"), inf->hb, F);
+        mm_add(&FF, &lw->up, wname(inf, l, 5, "ffn_up"), inf->hb2, F);
+        mm_run(&FF);
+        matmul(inf, &lw->down, wname(inf, l, 6, "ffn_down"), inf->hb, F, T, inf->xb2, E, inf->x, E);
     }
     inf->n_past += T;
 
@@ -738,7 +910,7 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
         const int n_out = T - logits_from;
         float *xo = inf->xb + (size_t)logits_from * E;
         rmsnorm_rows(inf, xo, inf->x + (size_t)logits_from * E, inf->output_norm, n_out);
-        matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab);
+        matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab, NULL, 0);
     }
     return 0;
 }

@@ -29,12 +29,24 @@ typedef struct qe_infer qe_infer;
 typedef void (*qe_matmul_hook)(void *ud, const char *weight_name, const float *x, int n_tokens,
                                int n_in);
 
+/* Arithmetic of the forward pass (qe_infer_opts.numerics):
+ *  EXACT    f32 activations, f32 KV cache; every prefill product one
+ *           sequential FMA chain (the default; bit-identical across ISAs
+ *           and thread counts).
+ *  LLAMACPP llama.cpp b4747's CPU backend: weight matmuls through
+ *           qe_matmul_llamacpp (activations quantized to the weight type's
+ *           vec_dot type: q8_0, q8_1, q8_K or f16; integer block dots), q
+ *           and the KV cache rounded to f16, softmax probabilities rounded
+ *           to f16 before P.V.  Deterministic for any thread count. */
+enum { QE_NUMERICS_EXACT = 0, QE_NUMERICS_LLAMACPP = 1 };
+
 typedef struct qe_infer_opts {
     int n_ctx;      /* KV capacity in positions (default 512 if 0) */
     int n_threads;  /* 0 = OpenMP default */
     int n_batch;    /* max tokens per forward call chunk (default n_ctx) */
     qe_matmul_hook hook; /* optional */
     void *hook_ud;
+    int numerics;   /* QE_NUMERICS_EXACT (0, default) or QE_NUMERICS_LLAMACPP */
 } qe_infer_opts;
 
 /* Errors: unknown architecture (message lists supported ones), missing or

@@ -6,6 +6,8 @@
 #include "runner.h"
 
 #include <math.h>
+#include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,19 @@
 
 
 #define TASK_SLICES 4
+
+/* A progress note on stderr ("qeval run: ..."), silent under QEVAL_QUIET=1. */
+__attribute__((format(printf, 1, 2))) static void note(const char *fmt, ...)
+{
+    const char *q = getenv("QEVAL_QUIET");
+    if (q && strcmp(q, "1") == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qeval run: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
 
 void qe_run_opts_init(qe_run_opts *o)
 {
@@ -203,7 +218,7 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
     if (rc)
         return rc;
     if (res.skipped[0]) {
-        fprintf(stderr, "qeval run: %s: %s\n", t->name, res.skipped);
+        note("%s: %s\n", t->name, res.skipped);
         qe_task_result_free(&res);
         return qe_store_unit_commit(r->s, &u, NULL, 0, NULL, 0, NULL, err);
     }
@@ -241,7 +256,9 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
                                   .response = m == 0 ? it->response : NULL,
                                   .extracted = m == 0 && it->filtered && t->n_filters > 0
                                                    ? it->filtered[0]
-                                                   : NULL};
+                                                   : NULL,
+                                  .prompt_sha = m == 0 ? it->prompt_sha : NULL,
+                                  .ids_sha = m == 0 ? it->ids_sha : NULL};
         }
     }
     rc = qe_store_unit_commit(r->s, &u, sm, n, NULL, 0, NULL, err);
@@ -407,7 +424,7 @@ static int run_variant(runner *r, const variant_spec *v, qe_err *err)
     }
     if ((rc = qe_store_variant_put(r->s, r->run_id, &vi, &vid, err)))
         goto out;
-    fprintf(stderr, "qeval run: %s: %.2f bpw, %.1f KiB; %d text + %d task units to run\n",
+    note("%s: %.2f bpw, %.1f KiB; %d text + %d task units to run\n",
             v->name, vi.bpw, (double)vi.size_nbytes / 1024.0, p.n_text, p.n_task);
     qe_progress pg;
     char label[64];
@@ -431,7 +448,7 @@ static int run_variant(runner *r, const variant_spec *v, qe_err *err)
     }
     qe_progress_end(&pg);
     if (!rc)
-        fprintf(stderr, "qeval run: %s done in %.1f s\n", v->name, qe_now() - t0);
+        note("%s done in %.1f s\n", v->name, qe_now() - t0);
 out:
     if (m != r->ref)
         qe_model_free(m);
@@ -754,14 +771,15 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
                       .model_name = mname, .model_sha256 = model_sha,
                       .imatrix_sha256 = imx_sha, .suite = suite, .quants = quants,
                       .recipes_sha256 = recipes_sha, .args = o->args, .limit = o->limit,
-                      .threads = o->threads, .shard_i = o->shard_i, .shard_n = o->shard_n};
+                      .threads = o->threads > 0 ? o->threads : omp_get_max_threads(),
+                      .shard_i = o->shard_i, .shard_n = o->shard_n};
     bool resumed = false;
     if ((rc = qe_store_run_begin(r.s, &ri, &r.run_id, &resumed, err)))
         goto out;
     *run_id = r.run_id;
     if ((rc = setup_text(&r, err)) || (rc = setup_tasks(&r, err)))
         goto out;
-    fprintf(stderr, "qeval run: run %lld%s: %s, %d variants, text %d chunks x %d, %d tasks\n",
+    note("run %lld%s: %s, %d variants, text %d chunks x %d, %d tasks\n",
             (long long)r.run_id, resumed ? " (resuming)" : "", mname, r.n_vs,
             r.n_chunks, r.n_ctx, r.n_ts);
     for (int i = 0; i < r.n_vs && !rc; i++)
@@ -769,7 +787,7 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
     if (!rc)
         rc = qe_store_run_finish(r.s, r.run_id, err);
     if (!rc)
-        fprintf(stderr, "qeval run: %lld units run, %lld already done, %.1f s\n", r.n_run,
+        note("%lld units run, %lld already done, %.1f s\n", r.n_run,
                 r.n_done_before, qe_now() - t0);
 out:
     runner_free(&r);

@@ -80,6 +80,8 @@ static const char *const migrations[QE_STORE_SCHEMA_VERSION] = {
     "  n_tokens INTEGER NOT NULL DEFAULT 1,"
     "  response TEXT,"
     "  extracted TEXT,"
+    "  prompt_sha TEXT,"
+    "  ids_sha TEXT,"
     "  PRIMARY KEY(variant_id, task_id, item, metric)) WITHOUT ROWID;"
     "CREATE TABLE kld("
     "  variant_id INTEGER NOT NULL REFERENCES variants(id),"
@@ -120,7 +122,7 @@ static const char *const migrations[QE_STORE_SCHEMA_VERSION] = {
     "  JOIN tasks t ON t.id = x.task_id;"
     "CREATE VIEW v_samples AS SELECT"
     "  v.run_id, v.name AS variant, t.name AS task, t.family, s.item, s.metric, s.value,"
-    "  s.value2, s.n_tokens, s.response, s.extracted"
+    "  s.value2, s.n_tokens, s.response, s.extracted, s.prompt_sha, s.ids_sha"
     "  FROM samples s JOIN variants v ON v.id = s.variant_id JOIN tasks t ON t.id = s.task_id;",
 };
 
@@ -607,7 +609,7 @@ int qe_store_unit_commit(qe_store *s, const qe_unit *u, const qe_sample *samples
     if (n_samples) {
         rc = prep(s,
                   "INSERT OR REPLACE INTO samples(variant_id,task_id,item,metric,value,value2,"
-                  "n_tokens,response,extracted) VALUES(?,?,?,?,?,?,?,?,?)",
+                  "n_tokens,response,extracted,prompt_sha,ids_sha) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                   &st, err);
         if (rc)
             goto fail;
@@ -629,6 +631,14 @@ int qe_store_unit_commit(qe_store *s, const qe_unit *u, const qe_sample *samples
                 sqlite3_bind_text(st, 9, x->extracted, -1, SQLITE_TRANSIENT);
             else
                 sqlite3_bind_null(st, 9);
+            if (x->prompt_sha && x->prompt_sha[0])
+                sqlite3_bind_text(st, 10, x->prompt_sha, -1, SQLITE_TRANSIENT);
+            else
+                sqlite3_bind_null(st, 10);
+            if (x->ids_sha && x->ids_sha[0])
+                sqlite3_bind_text(st, 11, x->ids_sha, -1, SQLITE_TRANSIENT);
+            else
+                sqlite3_bind_null(st, 11);
             if ((rc = sqlite3_step(st)) != SQLITE_DONE) {
                 rc = db_error(s, err, rc, "inserting sample");
                 goto fail;
@@ -1030,8 +1040,9 @@ int qe_store_merge(qe_store *out, const char *in_path, int64_t *n_rows_added, qe
         " JOIN main.tasks mt ON mt.name = st.name AND mt.version = st.version"
         " AND mt.data_sha256 = st.data_sha256 AND mt.protocol = st.protocol;"
         "INSERT OR IGNORE INTO main.samples(variant_id,task_id,item,metric,value,value2,n_tokens,"
-        " response,extracted) SELECT vm.mid, tm.mid, s.item, s.metric, s.value, s.value2,"
-        " s.n_tokens, s.response, s.extracted FROM src.samples s"
+        " response,extracted,prompt_sha,ids_sha) SELECT vm.mid, tm.mid, s.item, s.metric,"
+        " s.value, s.value2, s.n_tokens, s.response, s.extracted, s.prompt_sha, s.ids_sha"
+        " FROM src.samples s"
         " JOIN vmap vm ON vm.sid = s.variant_id JOIN tmap tm ON tm.sid = s.task_id;"
         "INSERT OR IGNORE INTO main.kld(variant_id,task_id,item,n_tokens,kld_sum,top1_same,kld)"
         " SELECT vm.mid, tm.mid, k.item, k.n_tokens, k.kld_sum, k.top1_same, k.kld"

@@ -20,7 +20,9 @@
  *   samples   per-item outcome: (variant, task, item, metric) -> value.
  *             metric "nll": value = sum of token NLLs (nats) of the item,
  *             value2 = sum of their squares, n_tokens = tokens scored.
- *             Other metrics: value = the item's score (0/1 for accuracy).
+ *             Other metrics: value = the item's score (0/1 for accuracy),
+ *             with the raw response, the extracted answer and hashes of the
+ *             prompt text and token ids.
  *   kld       per chunk: per-token KL(ref || variant) in nats as a float32
  *             blob, plus the count of tokens whose argmax agrees.
  *   results   aggregates computed from samples/kld by qe_store_aggregate:
@@ -144,6 +146,9 @@ typedef struct qe_sample {
     int64_t n_tokens;       /* nll: tokens scored; else 1 */
     const char *response;   /* optional raw generation */
     const char *extracted;  /* optional filtered answer */
+    const char *prompt_sha; /* optional: sha256 prefix of the prompt text */
+    const char *ids_sha;    /* optional: sha256 prefix of the prompt token ids (BOS/tokenizer
+                               drift between variants shows up here) */
 } qe_sample;
 
 typedef struct qe_kld_chunk {

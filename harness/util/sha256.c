@@ -106,10 +106,7 @@ void qe_sha256_final(qe_sha256_ctx *c, uint8_t out[32])
     }
 }
 
-/* qe_sha256, qe_sha256_hex and qe_sha256_file are weak while
- * harness/eval/data.c still carries its own copies (same signatures, same
- * results); once those are removed these are the only definitions. */
-__attribute__((weak)) void qe_sha256(const void *buf, size_t n, uint8_t out[32])
+void qe_sha256(const void *buf, size_t n, uint8_t out[32])
 {
     qe_sha256_ctx c;
     qe_sha256_init(&c);
@@ -127,14 +124,14 @@ void qe_sha256_digest_hex(const uint8_t digest[32], char hex[65])
     hex[64] = '\0';
 }
 
-__attribute__((weak)) void qe_sha256_hex(const void *buf, size_t n, char hex[65])
+void qe_sha256_hex(const void *buf, size_t n, char hex[65])
 {
     uint8_t d[32];
     qe_sha256(buf, n, d);
     qe_sha256_digest_hex(d, hex);
 }
 
-__attribute__((weak)) int qe_sha256_file(const char *path, char hex[65], qe_err *err)
+int qe_sha256_file(const char *path, char hex[65], qe_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
