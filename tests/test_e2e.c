@@ -1,0 +1,147 @@
+/*
+ * test_e2e.c: end-to-end checks of the qeval binary as a user meets it:
+ * every command answers --help with exit 0 and a bad option with a clear
+ * message and exit 2; the smoke suite runs on the real stories260K model
+ * (llama2.c .bin as candidate, the same weights as GGUF as reference), and
+ * its numbers are the ones the libraries give (identical weights => every
+ * paired delta is exactly zero).
+ *
+ * The binary is $QEVAL_BIN (set by `make test`), else ./qeval.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "test.h"
+
+static const char *bin(void)
+{
+    const char *b = getenv("QEVAL_BIN");
+    return (b && *b) ? b : "./qeval";
+}
+
+/* Run a shell command; capture stdout (and stderr if merge) into a malloc'd
+ * string; return the exit status (or -1). */
+static int run_cmd(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1024 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, p);
+        if (r == 0)
+            break;
+        n += r;
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const char *const commands[] = {
+    "info", "tokenize", "ppl", "generate", "quantize", "imatrix", "eval", "tasks",
+    "suites", "run", "report", "compare", "gate", "history", "merge",
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+TEST(every_command_has_help)
+{
+    char cmd[512];
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s %s --help 2>&1", bin(), commands[i]);
+        int rc = run_cmd(cmd, &out);
+        CHECKF(rc == 0, "%s --help exited %d", commands[i], rc);
+        CHECKF(out && (strstr(out, "usage") || strstr(out, "Usage")),
+               "%s --help prints no usage line", commands[i]);
+        free(out);
+    }
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s --help 2>&1", bin());
+    CHECK(run_cmd(cmd, &out) == 0);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        CHECKF(out && strstr(out, commands[i]), "top-level help does not list '%s'", commands[i]);
+    free(out);
+}
+
+TEST(bad_option_exits_2_with_message)
+{
+    char cmd[512];
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s %s --no-such-option 2>&1", bin(), commands[i]);
+        int rc = run_cmd(cmd, &out);
+        CHECKF(rc == 2, "%s --no-such-option exited %d (want 2)", commands[i], rc);
+        CHECKF(out && strstr(out, "--no-such-option"),
+               "%s: message does not name the bad option: %s", commands[i], out ? out : "");
+        free(out);
+    }
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin());
+    CHECK(run_cmd(cmd, &out) == 2);
+    CHECK(out && strstr(out, "unknown command 'frobnicate'"));
+    free(out);
+}
+
+TEST(missing_model_file_is_a_clear_error)
+{
+    char cmd[512], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s info /nonexistent/model.gguf 2>&1", bin());
+    int rc = run_cmd(cmd, &out);
+    CHECKF(rc == 2, "exit %d", rc);
+    CHECKF(out && strstr(out, "/nonexistent/model.gguf"), "message does not name the file: %s",
+           out ? out : "");
+    free(out);
+}
+
+/* The smoke suite end to end: candidate = llama2.c .bin, reference = the
+ * GGUF of the same weights.  Every task row must be present, and because
+ * the weights are bit-identical, each paired delta is exactly +0.0000. */
+TEST(smoke_suite_end_to_end)
+{
+    char cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "QEVAL_QUIET=1 %s eval %s --reference %s --suite smoke --threads 2 2>/dev/null", bin(),
+             test_asset("models/stories260K/stories260K.bin"),
+             test_asset("models/stories260K/stories260K.gguf"));
+    int rc = run_cmd(cmd, &out);
+    REQUIRE(rc == 0, "qeval eval --suite smoke exited %d:\n%s", rc, out ? out : "");
+    static const char *const rows[] = {"tinystories-cloze", "tinystories-ppl", "copa", "gsm8k",
+                                       "humaneval"};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        CHECKF(strstr(out, rows[i]) != NULL, "no row for task %s", rows[i]);
+    /* every line with a delta column shows an exact zero delta */
+    int n_delta = 0, n_nonzero = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        char *d = strstr(line, "+0.0000");
+        if (strstr(line, "task ") == line)
+            continue;
+        if (d)
+            n_delta++;
+        else if (strchr(line, '+') || strstr(line, " -0.") || strstr(line, " -1."))
+            n_nonzero++;
+    }
+    CHECKF(n_delta >= 8, "expected >= 8 metric rows with a zero delta, got %d", n_delta);
+    CHECKF(n_nonzero == 0, "%d rows show a non-zero delta for identical weights", n_nonzero);
+    free(out);
+}
+
+int main(void)
+{
+    RUN(every_command_has_help);
+    RUN(bad_option_exits_2_with_message);
+    RUN(missing_model_file_is_a_clear_error);
+    RUN(smoke_suite_end_to_end);
+    return test_finish();
+}
