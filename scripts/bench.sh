@@ -10,9 +10,11 @@ if [ "$#" -eq 0 ]; then
     echo "usage: scripts/bench.sh build/bench/bench_* ..." >&2
     exit 2
 fi
+# The machine may be shared: print the load average beside the figures.
+load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
 for bin in "$@"; do
     name=$(basename "$bin")
-    echo "== $name"
+    echo "== $name (load average before: $(load))"
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
     if ! "$bin" ${QEVAL_BENCH_ARGS:-}; then
@@ -20,6 +22,7 @@ for bin in "$@"; do
         status=1
     fi
     end=$(date +%s.%N)
-    awk -v n="$name" -v a="$start" -v b="$end" 'BEGIN { printf "   (%s: %.1fs)\n", n, b - a }'
+    awk -v n="$name" -v a="$start" -v b="$end" -v l="$(load)" \
+        'BEGIN { printf "   (%s: %.1fs; load average after: %s)\n", n, b - a, l }'
 done
 exit $status

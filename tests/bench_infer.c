@@ -5,7 +5,10 @@
  *   qwen2.5-0.5b: qwen2, n_embd 896, n_ff 4864, 24 layers, 14/2 heads, vocab 151936,
  *                 tied, Q/K/V biases, rope base 1e6
  * in F16, Q8_0, Q4_K and Q2_K (every 2-D weight in that type, quantized
- * with the traits table's from_float_ref; weights N(0, 0.02)-like uniform).
+ * with the traits table's from_float_ref; weights N(0, 0.02)-like uniform;
+ * rows that are not a multiple of 256 fall back as in llama-quantize:
+ * q4_K -> q5_0, q2_K -> iq4_nl, so most of these models' matrices are
+ * q5_0 / iq4_nl and only ffn_down is q4_K / q2_K).
  *
  * Prints per model/type: prefill tokens/s for the perplexity workload
  * (one 512-token chunk, logits for all 512 positions incl. the output
@@ -54,10 +57,25 @@ static inline float urand(void) /* uniform [-1, 1) */
     return (float)((int32_t)(rs >> 32)) * (1.0f / 2147483648.0f);
 }
 
-/* Append a tensor of n_out rows x n_in values of type `type`; random values
- * of std ~0.02 (norms: 1). */
+/* llama-quantize's fallback for a k-quant whose rows are not a multiple of
+ * 256 (n_embd 576 and 896 are not): q4_K -> q5_0, q2_K -> iq4_nl, as in
+ * llama.cpp's Q4_K_M / Q2_K files of these shapes. */
+static int fallback_type(int type, int n_in)
+{
+    if (n_in % 256 == 0)
+        return type;
+    if (type == QE_TYPE_Q4_K)
+        return QE_TYPE_Q5_0;
+    if (type == QE_TYPE_Q2_K)
+        return QE_TYPE_IQ4_NL;
+    return type;
+}
+
+/* Append a tensor of n_out rows x n_in values of type `type` (or its
+ * fallback); random values of std ~0.02 (norms: 1). */
 static int add(qe_model *m, const char *name, int type, int n_in, int n_out, float amp, float off)
 {
+    type = fallback_type(type, n_in);
     const qe_type_traits *tr = qe_type_get(type);
     size_t row = qe_type_row_nbytes(type, n_in);
     if (!tr || row == 0 || (type != QE_TYPE_F32 && type != QE_TYPE_F16 && !tr->from_float_ref)) {

@@ -10,8 +10,13 @@ for bin in "$@"; do
     name=$(basename "$bin")
     echo "== $name"
     start=$(date +%s.%N)
-    out=$("$bin" 2>&1)
+    # a hung test must not eat the CI budget: each binary gets a limit
+    out=$(timeout "${QEVAL_TEST_TIMEOUT:-900}" "$bin" 2>&1)
     rc=$?
+    if [ "$rc" -eq 124 ]; then
+        out="$out
+  TIMEOUT $name ran past ${QEVAL_TEST_TIMEOUT:-900} s (QEVAL_TEST_TIMEOUT)"
+    fi
     end=$(date +%s.%N)
     printf '%s\n' "$out"
     line=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -n 1)

@@ -13,6 +13,7 @@
 
 static const char *USAGE =
     "usage: qeval generate MODEL --prompt TEXT [-n N] [--ctx N] [--threads N]\n"
+    "                      [--numerics exact|llamacpp]\n"
     "\n"
     "Greedy (argmax) generation: the prompt (with BOS if the vocab adds it) is run as one\n"
     "batch, then one token at a time until N tokens or an end-of-generation token.\n"
@@ -22,6 +23,8 @@ static const char *USAGE =
     "  -n N            tokens to generate (default 32)\n"
     "  --ctx N         KV cache size (default: prompt + N)\n"
     "  --threads N     threads (default: all cores)\n"
+    "  --numerics M    exact (default: f32 activations and KV cache) or llamacpp\n"
+    "                  (llama.cpp's CPU arithmetic: quantized activations, f16 KV cache)\n"
     "  -h, --help      this help\n";
 
 #define OPT(name, alias) ((v = qe_arg_value(argc, argv, &i, name, alias)) || i > argc)
@@ -30,6 +33,7 @@ int qe_cmd_generate(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL;
     long long n_gen = 32, n_ctx = 0, n_threads = 0;
+    int numerics = QE_NUMERICS_EXACT;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (qe_arg_help(argv[i])) {
@@ -48,6 +52,16 @@ int qe_cmd_generate(int argc, char **argv)
         } else if (OPT("--threads", "-t")) {
             if (i > argc || !qe_arg_int("--threads", v, 1, 1024, &n_threads))
                 return QE_EXIT_USAGE;
+        } else if (OPT("--numerics", NULL)) {
+            if (i > argc)
+                return QE_EXIT_USAGE;
+            if (strcmp(v, "exact") == 0)
+                numerics = QE_NUMERICS_EXACT;
+            else if (strcmp(v, "llamacpp") == 0)
+                numerics = QE_NUMERICS_LLAMACPP;
+            else
+                return qe_usage_error("generate", "--numerics '%s': expected exact or llamacpp",
+                                      v);
         } else if (argv[i][0] == '-') {
             return qe_usage_error("generate", "unknown option '%s'", argv[i]);
         } else if (!model_path) {
@@ -83,7 +97,7 @@ int qe_cmd_generate(int argc, char **argv)
         goto fail;
     }
     qe_infer_opts io = {.n_ctx = n_ctx > 0 ? (int)n_ctx : (int)(n_ids + (size_t)n_gen),
-                        .n_threads = (int)n_threads};
+                        .n_threads = (int)n_threads, .numerics = numerics};
     if (!(inf = qe_infer_new(m, &io, &err)))
         goto fail;
     double t0 = qe_now();
@@ -100,8 +114,9 @@ int qe_cmd_generate(int argc, char **argv)
     if (qe_detokenize(m->tok, all, n_ids + (size_t)n_out, false, &text, &err))
         goto fail;
     printf("%s\n", text);
-    fprintf(stderr, "generate: %zu prompt + %d generated tokens in %.3f s (%.1f tokens/s)\n",
-            n_ids, n_out, dt, dt > 0 ? (n_ids + (double)n_out) / dt : 0.0);
+    fprintf(stderr, "generate: %zu prompt + %d generated tokens in %.3f s (%.1f tokens/s, %s "
+            "numerics)\n", n_ids, n_out, dt, dt > 0 ? (n_ids + (double)n_out) / dt : 0.0,
+            numerics == QE_NUMERICS_LLAMACPP ? "llamacpp" : "exact");
     goto done;
 fail:
     status = qe_report_error("generate", &err);

@@ -18,6 +18,7 @@
 
 static const char *USAGE =
     "usage: qeval ppl MODEL --text FILE [--ctx 512] [--chunks N] [--threads N]\n"
+    "                 [--numerics exact|llamacpp]\n"
     "       qeval ppl CANDIDATE --reference REF --text FILE [--ctx 512] [--chunks N]\n"
     "       qeval ppl CANDIDATE --kld-base FILE.kld [--chunks N]\n"
     "\n"
@@ -37,6 +38,11 @@ static const char *USAGE =
     "  --threads N        threads (default: all cores)\n"
     "  --reference MODEL  reference model for KL divergence (lockstep)\n"
     "  --kld-base FILE    llama.cpp --kl-divergence-base file as the reference\n"
+    "  --numerics MODE    exact (default): f32 activations and KV cache, bit-identical for\n"
+    "                     any thread count; llamacpp: reproduce llama.cpp's CPU backend\n"
+    "                     (activations quantized to q8_0/q8_1/q8_K/f16 per weight type,\n"
+    "                     integer block dots, f16 KV cache); with --reference both models\n"
+    "                     run in that mode\n"
     "  -h, --help         this help\n";
 
 static int tokenize_file(const qe_model *m, const char *path, int32_t **ids, size_t *n_ids,
@@ -64,6 +70,7 @@ int qe_cmd_ppl(int argc, char **argv)
 {
     const char *model_path = NULL, *text_path = NULL, *ref_path = NULL, *base_path = NULL;
     long long n_ctx = 512, n_chunks = 0, n_threads = 0;
+    int numerics = QE_NUMERICS_EXACT;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (qe_arg_help(argv[i])) {
@@ -96,6 +103,15 @@ int qe_cmd_ppl(int argc, char **argv)
             if (i > argc)
                 return QE_EXIT_USAGE;
             base_path = v;
+        } else if (OPT("--numerics", NULL)) {
+            if (i > argc)
+                return QE_EXIT_USAGE;
+            if (strcmp(v, "exact") == 0)
+                numerics = QE_NUMERICS_EXACT;
+            else if (strcmp(v, "llamacpp") == 0)
+                numerics = QE_NUMERICS_LLAMACPP;
+            else
+                return qe_usage_error("ppl", "--numerics '%s': expected exact or llamacpp", v);
         } else if (argv[i][0] == '-') {
             return qe_usage_error("ppl", "unknown option '%s'", argv[i]);
         } else if (!model_path) {
@@ -119,7 +135,7 @@ int qe_cmd_ppl(int argc, char **argv)
     qe_kld_base base;
     bool base_open = false;
     qe_ppl_opts o = {.n_ctx = (int)n_ctx, .n_chunks = (int)n_chunks, .n_threads = (int)n_threads,
-                     .log = stderr, .progress = false};
+                     .log = stderr, .progress = false, .numerics = numerics};
 
     if (!(m = qe_model_load(model_path, NULL, &err)))
         goto fail;
@@ -155,8 +171,9 @@ int qe_cmd_ppl(int argc, char **argv)
         if (qe_kld_run(ref, m, ids, n_ids, &o, &r, &err))
             goto fail;
         fputc('\n', stderr);
-        fprintf(stderr, "kld: %zu tokens in %.2f s (lockstep, exact f32 log-softmax)\n", r.n,
-                r.seconds);
+        fprintf(stderr, "kld: %zu tokens in %.2f s (lockstep, %s numerics, f32 logits, double "
+                "log-softmax)\n", r.n, r.seconds,
+                numerics == QE_NUMERICS_LLAMACPP ? "llamacpp" : "exact");
         if (r.n < 100)
             fprintf(stderr, "kld: only %zu scored tokens (< 100): no statistics, as llama.cpp\n",
                     r.n);

@@ -321,3 +321,81 @@ void qe_gemm_f32(int isa, int M, int N, int K, const float *A, int lda, const fl
     else
         gemm_ref(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
+
+/* ---------------------------------------------------------- transpose -- */
+
+/*
+ * dst[c][r] = src[r][c] for r < rows, c < cols (row strides lds, ldd in
+ * floats).  Pure data movement, so every ISA gives the same result; the
+ * AVX-512 path moves 16x16 blocks through registers (4 shuffle stages).
+ */
+static void transpose_ref(int rows, int cols, const float *src, int lds, float *dst, int ldd)
+{
+    for (int r0 = 0; r0 < rows; r0 += 8) {
+        const int rn = rows - r0 < 8 ? rows - r0 : 8;
+        for (int c = 0; c < cols; c++)
+            for (int r = 0; r < rn; r++)
+                dst[(size_t)c * ldd + r0 + r] = src[(size_t)(r0 + r) * lds + c];
+    }
+}
+
+__attribute__((target("avx512f"))) static void transpose_avx512(int rows, int cols,
+                                                                const float *src, int lds,
+                                                                float *dst, int ldd)
+{
+    const int r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+    for (int r0 = 0; r0 < r16; r0 += 16) {
+        for (int c0 = 0; c0 < c16; c0 += 16) {
+            __m512 a[16], b[16];
+            for (int i = 0; i < 16; i++)
+                a[i] = _mm512_loadu_ps(src + (size_t)(r0 + i) * lds + c0);
+            /* stage 1: interleave rows pairwise (32-bit) */
+            for (int i = 0; i < 16; i += 2) {
+                b[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+                b[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+            }
+            /* stage 2: 64-bit interleave of pairs of pairs */
+            for (int i = 0; i < 16; i += 4) {
+                a[i] = _mm512_castpd_ps(
+                    _mm512_unpacklo_pd(_mm512_castps_pd(b[i]), _mm512_castps_pd(b[i + 2])));
+                a[i + 1] = _mm512_castpd_ps(
+                    _mm512_unpackhi_pd(_mm512_castps_pd(b[i]), _mm512_castps_pd(b[i + 2])));
+                a[i + 2] = _mm512_castpd_ps(
+                    _mm512_unpacklo_pd(_mm512_castps_pd(b[i + 1]), _mm512_castps_pd(b[i + 3])));
+                a[i + 3] = _mm512_castpd_ps(
+                    _mm512_unpackhi_pd(_mm512_castps_pd(b[i + 1]), _mm512_castps_pd(b[i + 3])));
+            }
+            /* stage 3: 128-bit lanes, groups of 4 rows 4 apart */
+            for (int i = 0; i < 4; i++) {
+                b[i] = _mm512_shuffle_f32x4(a[i], a[i + 4], 0x88);
+                b[i + 4] = _mm512_shuffle_f32x4(a[i], a[i + 4], 0xdd);
+                b[i + 8] = _mm512_shuffle_f32x4(a[i + 8], a[i + 12], 0x88);
+                b[i + 12] = _mm512_shuffle_f32x4(a[i + 8], a[i + 12], 0xdd);
+            }
+            /* stage 4: 128-bit lanes across the two row halves */
+            for (int i = 0; i < 4; i++) {
+                a[i] = _mm512_shuffle_f32x4(b[i], b[i + 8], 0x88);
+                a[i + 8] = _mm512_shuffle_f32x4(b[i], b[i + 8], 0xdd);
+                a[i + 4] = _mm512_shuffle_f32x4(b[i + 4], b[i + 12], 0x88);
+                a[i + 12] = _mm512_shuffle_f32x4(b[i + 4], b[i + 12], 0xdd);
+            }
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_ps(dst + (size_t)(c0 + i) * ldd + r0, a[i]);
+        }
+        if (c16 < cols)
+            transpose_ref(16, cols - c16, src + (size_t)r0 * lds + c16, lds, dst + (size_t)c16 * ldd + r0,
+                          ldd);
+    }
+    if (r16 < rows)
+        transpose_ref(rows - r16, cols, src + (size_t)r16 * lds, lds, dst + r16, ldd);
+}
+
+void qe_transpose_f32(int isa, int rows, int cols, const float *src, int lds, float *dst, int ldd)
+{
+    if (rows <= 0 || cols <= 0)
+        return;
+    if (isa == QE_ISA_AVX512)
+        transpose_avx512(rows, cols, src, lds, dst, ldd);
+    else
+        transpose_ref(rows, cols, src, lds, dst, ldd);
+}

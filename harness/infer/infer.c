@@ -15,20 +15,33 @@
  *              x += (silu(xb.Wg^T) * xb.Wu^T).Wd^T
  *   logits = rmsnorm(x)*output_norm . Wout^T  (only the rows asked for)
  *
- * Matrix products with weights go through matmul(): the output rows are cut
- * into tiles; a thread dequantizes one tile (traits table to_float) into its
- * scratch, transposes it to k-major and applies it to all T tokens with
- * qe_gemm_f32.  OpenMP runs over tiles, attention over (head, token block)
- * and per-token ops over tokens; no dot product is ever split, so logits are
- * bit-identical for any thread count (see gemm.c for the numerics).
+ * Matrix products with weights go through mm_run(): the output rows are cut
+ * into tiles, one pool work item each (q/k/v share one job, gate/up share
+ * one with the SwiGLU fused per tile, o and down add the residual per
+ * tile).  Prefill: a thread dequantizes its tile (traits table to_float)
+ * into scratch, transposes it to k-major and applies it to all T tokens
+ * with qe_gemm_f32 (every output one sequential FMA chain over k).
+ * Decode (T <= QE_DECODE_MAX_T): one weight row at a time is dequantized
+ * into an L1-sized buffer and dotted with the token (qe_dot_f32, lanes
+ * split over k): nothing tile-sized is written, the weights stream once.
+ * Threads come from a persistent pool (pool.h: short spin, then sleep; no
+ * OpenMP barriers spinning on a shared machine).  Attention runs per
+ * (head, block of query tokens), per-token ops per token.  No dot product
+ * is split across threads, so logits are bit-identical for any thread
+ * count; decode logits differ from prefill logits in the last bits only
+ * (lane-split vs sequential sums; test_infer bounds it at 1e-5 of range).
  *
  * Numerics follow llama.cpp where it matters for matching its perplexity:
  * RMSNorm sum of squares in double, RoPE angles by repeated multiplication
  * of theta by base^(-2/n_rot) in float (ggml_rope_cache_init), softmax with
  * max subtraction and a double sum, attention scale 1/sqrt(head_dim),
- * SiLU x/(1+exp(-x)).  Differences that remain: llama.cpp keeps the KV cache
- * in f16 and quantizes activations to the weight's vec_dot type (f16, q8_0,
- * q8_K); we keep everything f32.
+ * SiLU x/(1+exp(-x)).  What remains different in QE_NUMERICS_EXACT (the
+ * default): llama.cpp keeps the KV cache in f16 and quantizes activations
+ * to the weight's vec_dot type (f16, q8_0, q8_1, q8_K); we keep everything
+ * f32.  QE_NUMERICS_LLAMACPP reproduces those too: weight matmuls through
+ * quant/dot_llamacpp.h (F32 weights excepted: f32 in both, see
+ * mm_run_llamacpp), q/K/V and the softmax probabilities rounded to f16.
+ * It matches llama.cpp's running KLD to ~0.1 % (test_ppl).
  *
  * Must not hold: file parsing, tokenization, evaluation protocols.
  */
@@ -41,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../quant/dot_llamacpp.h"
 #include "../../quant/quant.h"
 #include "../model/model.h"
 #include "pool.h"
@@ -75,6 +89,8 @@ struct qe_infer {
     int n_ctx, n_batch, n_threads, max_threads, isa;
     int numerics;   /* QE_NUMERICS_EXACT or QE_NUMERICS_LLAMACPP */
     qe_pool *pool;  /* max_threads - 1 workers */
+    void *lc_ws;    /* (lc_ws_nbytes) llamacpp numerics: quantized activations */
+    size_t lc_ws_nbytes;
     int q_dim, kv_dim; /* n_head*head_dim, n_head_kv*head_dim */
     qe_matmul_hook hook;
     void *hook_ud;
@@ -310,6 +326,42 @@ static int check_cfg(const qe_model *m, qe_err *err)
     return 0;
 }
 
+/* llamacpp numerics: every weight needs a qe_matmul_llamacpp path; the
+ * activation scratch is sized for the largest n_in at n_batch tokens. */
+static int lc_init(qe_infer *inf, qe_err *err)
+{
+    const qe_wt *ws[8];
+    size_t need = 0;
+    for (int l = -1; l < inf->cfg.n_layer; l++) {
+        const qe_layer_w *lw = l >= 0 ? &inf->layers[l] : NULL;
+        int n = 0;
+        if (lw) {
+            ws[n++] = &lw->q, ws[n++] = &lw->k, ws[n++] = &lw->v, ws[n++] = &lw->o;
+            ws[n++] = &lw->gate, ws[n++] = &lw->up, ws[n++] = &lw->down;
+        } else {
+            ws[n++] = &inf->output;
+        }
+        for (int j = 0; j < n; j++) {
+            if (ws[j]->t->type == QE_TYPE_F32)
+                continue; /* exact path (see mm_run_llamacpp) */
+            const size_t nb = qe_matmul_llamacpp_ws_nbytes(ws[j]->t->type, ws[j]->n_in,
+                                                           inf->n_batch);
+            if (nb == 0)
+                return qe_err_set(err, QE_EUNSUPPORTED,
+                                  "%s: tensor '%s': type %s with rows of %d has no llamacpp "
+                                  "numerics path (use --numerics exact)",
+                                  inf->m->path, ws[j]->t->name, ws[j]->tr->name, ws[j]->n_in);
+            if (nb > need)
+                need = nb;
+        }
+    }
+    inf->lc_ws = xcalloc(inf, need ? need : 1, 1);
+    if (!inf->lc_ws)
+        return qe_err_set(err, QE_ENOMEM, "out of memory (%zu B of activation scratch)", need);
+    inf->lc_ws_nbytes = need;
+    return 0;
+}
+
 qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_err *err)
 {
     if (!m) {
@@ -447,6 +499,8 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
             goto fail;
         }
     }
+    if (inf->numerics == QE_NUMERICS_LLAMACPP && (rc = lc_init(inf, err)))
+        goto fail;
     if (!(inf->pool = qe_pool_new(inf->max_threads, err))) {
         rc = err ? err->code : QE_ENOMEM;
         goto fail;
@@ -463,6 +517,7 @@ void qe_infer_free(qe_infer *inf)
     if (!inf)
         return;
     qe_pool_free(inf->pool);
+    free(inf->lc_ws);
     for (int i = 0; i < inf->n_vecs; i++)
         free(inf->vecs[i]);
     free(inf->vecs);
@@ -623,13 +678,7 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int 
         return;
     }
     w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
-    /* transpose to k-major: pack[k][r] */
-    for (int r0b = 0; r0b < rows; r0b += 8) {
-        const int rn = rows - r0b < 8 ? rows - r0b : 8;
-        for (int k = 0; k < n_in; k++)
-            for (int r = 0; r < rn; r++)
-                s->pack[(size_t)k * rows + r0b + r] = s->tile[(size_t)(r0b + r) * n_in + k];
-    }
+    qe_transpose_f32(isa, rows, n_in, s->tile, n_in, s->pack, rows); /* pack[k][r] */
     qe_gemm_f32(isa, T, rows, n_in, x, ldx, s->pack, rows, y + r0, ldy, false);
     if (w->bias)
         for (int t = 0; t < T; t++)
@@ -649,10 +698,37 @@ typedef struct mm_job {
     int n_tiles[3];
     const float *x; /* (T, ldx) */
     int ldx, T;
+    const char *name[3]; /* weight names, for errors */
     bool swiglu;   /* w[0] gate, w[1] up, tiles paired: y0 = silu(y0) * y1 */
     float *resid;  /* if set: resid[t*ldr + o] += y[0][t*ldy + o] (residual) */
     int ldr;
 } mm_job;
+
+/* Epilogue on finished output rows r0..r0+rows of every token. */
+static void mm_epilogue(const mm_job *J, int r0, int rows)
+{
+    const int T = J->T;
+    if (J->swiglu) /* g = g / (1 + exp(-g)) * u; the expf calls apart so the rest vectorises */
+        for (int t = 0; t < T; t++) {
+            float *g = J->y[0] + (size_t)t * J->ldy[0] + r0;
+            const float *u = J->y[1] + (size_t)t * J->ldy[1] + r0;
+            for (int i0 = 0; i0 < rows; i0 += 256) {
+                const int n = rows - i0 < 256 ? rows - i0 : 256;
+                float e[256];
+                for (int i = 0; i < n; i++)
+                    e[i] = expf(-g[i0 + i]);
+                for (int i = 0; i < n; i++)
+                    g[i0 + i] = g[i0 + i] / (1.0f + e[i]) * u[i0 + i];
+            }
+        }
+    if (J->resid)
+        for (int t = 0; t < T; t++) {
+            float *xr = J->resid + (size_t)t * J->ldr + r0;
+            const float *yr = J->y[0] + (size_t)t * J->ldy[0] + r0;
+            for (int i = 0; i < rows; i++)
+                xr[i] += yr[i];
+        }
+}
 
 static void mm_item(void *ctx, int item, int tid)
 {
@@ -666,24 +742,56 @@ static void mm_item(void *ctx, int item, int tid)
     const qe_wt *w = J->w[j];
     const int r0 = item * J->R[j];
     const int rows = w->n_out - r0 < J->R[j] ? w->n_out - r0 : J->R[j];
-    const int T = J->T;
-    mm_tile(J->inf, w, J->x, J->ldx, T, J->y[j], J->ldy[j], r0, rows, tid);
-    if (J->swiglu) {
-        mm_tile(J->inf, J->w[1], J->x, J->ldx, T, J->y[1], J->ldy[1], r0, rows, tid);
-        for (int t = 0; t < T; t++) {
-            float *g = J->y[0] + (size_t)t * J->ldy[0] + r0;
-            const float *u = J->y[1] + (size_t)t * J->ldy[1] + r0;
-            for (int i = 0; i < rows; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    mm_tile(J->inf, w, J->x, J->ldx, J->T, J->y[j], J->ldy[j], r0, rows, tid);
+    if (J->swiglu)
+        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->T, J->y[1], J->ldy[1], r0, rows, tid);
+    if (j == 0)
+        mm_epilogue(J, r0, rows);
+}
+
+/* llamacpp numerics: each weight through qe_matmul_llamacpp_ws (its own
+ * OpenMP over output rows, set to this core's thread count), then bias
+ * and epilogue.  x rows and y rows must be dense (ldx = n_in, ldy = n_out),
+ * as at every call site.  F32 weights take the exact path: ggml multiplies
+ * them in f32 too (vec_dot_type f32), only its summation order differs
+ * (last-bit effects), and the scalar emulation of that order is ~30x
+ * slower than this core's kernels. */
+static int mm_run_llamacpp(mm_job *J, qe_err *err)
+{
+    qe_infer *inf = J->inf;
+    const int omp_prev = omp_get_max_threads();
+    int rc = 0;
+    omp_set_num_threads(inf->n_threads);
+    for (int j = 0; j < J->n_w && rc == 0; j++) {
+        const qe_wt *w = J->w[j];
+        if (w->t->type == QE_TYPE_F32) {
+            mm_job J1 = {.inf = inf, .n_w = 1, .w = {w}, .y = {J->y[j]}, .ldy = {J->ldy[j]},
+                         .R = {J->R[j]}, .n_tiles = {J->n_tiles[j]}, .x = J->x, .ldx = J->ldx,
+                         .T = J->T};
+            run_job(inf, (double)J->T * w->n_out * w->n_in, J1.n_tiles[0], mm_item, &J1);
+            continue;
         }
+        if (J->ldx != w->n_in || J->ldy[j] != w->n_out) {
+            rc = qe_err_set(err, QE_EINVAL, "%s: llamacpp matmul needs dense rows (ldx %d, ldy "
+                            "%d)", J->name[j], J->ldx, J->ldy[j]);
+            break;
+        }
+        qe_err e = {0};
+        rc = qe_matmul_llamacpp_ws(w->t->type, w->t->data, w->row_nbytes, w->n_out, w->n_in,
+                                   J->x, J->T, J->y[j], inf->lc_ws, inf->lc_ws_nbytes, &e);
+        if (rc) {
+            qe_err_set(err, rc, "%s: %s", J->name[j], e.msg);
+            break;
+        }
+        if (w->bias)
+            for (int t = 0; t < J->T; t++)
+                for (int o = 0; o < w->n_out; o++)
+                    J->y[j][(size_t)t * J->ldy[j] + o] += w->bias[o];
     }
-    if (J->resid)
-        for (int t = 0; t < T; t++) {
-            float *xr = J->resid + (size_t)t * J->ldr + r0;
-            const float *yr = J->y[0] + (size_t)t * J->ldy[0] + r0;
-            for (int i = 0; i < rows; i++)
-                xr[i] += yr[i];
-        }
+    omp_set_num_threads(omp_prev);
+    if (rc == 0)
+        mm_epilogue(J, 0, J->w[0]->n_out);
+    return rc;
 }
 
 static void mm_add(mm_job *J, const qe_wt *w, const char *name, float *y, int ldy)
@@ -693,14 +801,17 @@ static void mm_add(mm_job *J, const qe_wt *w, const char *name, float *y, int ld
         inf->hook(inf->hook_ud, name, J->x, J->T, w->n_in);
     const int j = J->n_w++;
     J->w[j] = w;
+    J->name[j] = name;
     J->y[j] = y;
     J->ldy[j] = ldy;
     J->R[j] = tile_rows(inf, w, J->T);
     J->n_tiles[j] = (w->n_out + J->R[j] - 1) / J->R[j];
 }
 
-static void mm_run(mm_job *J)
+static int mm_run(mm_job *J, qe_err *err)
 {
+    if (J->inf->numerics == QE_NUMERICS_LLAMACPP)
+        return mm_run_llamacpp(J, err);
     double work = 0;
     int n_items = 0;
     for (int j = 0; j < J->n_w; j++) {
@@ -710,15 +821,16 @@ static void mm_run(mm_job *J)
     if (J->swiglu)
         n_items = J->n_tiles[0];
     run_job(J->inf, work, n_items, mm_item, J);
+    return 0;
 }
 
 /* y = x . W^T (+ bias) for T rows of x; optionally resid += y. */
-static void matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
-                   int T, float *y, int ldy, float *resid, int ldr)
+static int matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
+                  int T, float *y, int ldy, float *resid, int ldr, qe_err *err)
 {
     mm_job J = {.inf = inf, .x = x, .ldx = ldx, .T = T, .resid = resid, .ldr = ldr};
     mm_add(&J, w, name, y, ldy);
-    mm_run(&J);
+    return mm_run(&J, err);
 }
 
 /* ---------------------------------------------------------- per token -- */
@@ -875,6 +987,7 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
     const qe_config *c = &inf->cfg;
     const int E = c->n_embd, F = c->n_ff;
     const int qd = inf->q_dim, kvd = inf->kv_dim, pos0 = inf->n_past;
+    int rc = 0;
 
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= c->n_vocab)
@@ -890,19 +1003,24 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
         mm_add(&QKV, &lw->q, wname(inf, l, 0, "attn_q"), inf->q, qd);
         mm_add(&QKV, &lw->k, wname(inf, l, 1, "attn_k"), inf->k, kvd);
         mm_add(&QKV, &lw->v, wname(inf, l, 2, "attn_v"), inf->v, kvd);
-        mm_run(&QKV);
+        if ((rc = mm_run(&QKV, err)))
+            return rc;
         tok_job RJ = {.inf = inf, .l = l, .pos0 = pos0};
         run_job(inf, 8.0 * T * (qd + kvd), T, rope_kv_item, &RJ);
         attention(inf, l, T, pos0);
-        matmul(inf, &lw->o, wname(inf, l, 3, "attn_output"), inf->att, qd, T, inf->xb2, E, inf->x,
-               E);
+        if ((rc = matmul(inf, &lw->o, wname(inf, l, 3, "attn_output"), inf->att, qd, T, inf->xb2,
+                         E, inf->x, E, err)))
+            return rc;
 
         rmsnorm_rows(inf, inf->xb, inf->x, lw->ffn_norm, T);
         mm_job FF = {.inf = inf, .x = inf->xb, .ldx = E, .T = T, .swiglu = true};
         mm_add(&FF, &lw->gate, wname(inf, l, 4, "ffn_gate"), inf->hb, F);
         mm_add(&FF, &lw->up, wname(inf, l, 5, "ffn_up"), inf->hb2, F);
-        mm_run(&FF);
-        matmul(inf, &lw->down, wname(inf, l, 6, "ffn_down"), inf->hb, F, T, inf->xb2, E, inf->x, E);
+        if ((rc = mm_run(&FF, err)))
+            return rc;
+        if ((rc = matmul(inf, &lw->down, wname(inf, l, 6, "ffn_down"), inf->hb, F, T, inf->xb2, E,
+                         inf->x, E, err)))
+            return rc;
     }
     inf->n_past += T;
 
@@ -910,7 +1028,8 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
         const int n_out = T - logits_from;
         float *xo = inf->xb + (size_t)logits_from * E;
         rmsnorm_rows(inf, xo, inf->x + (size_t)logits_from * E, inf->output_norm, n_out);
-        matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab, NULL, 0);
+        return matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab, NULL,
+                      0, err);
     }
     return 0;
 }

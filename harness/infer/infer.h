@@ -114,6 +114,10 @@ void qe_gemm_f32(int isa, int M, int N, int K, const float *A, int lda, const fl
  * but never on threads.  Decode logits may therefore differ from prefill
  * logits in the last bits. */
 #define QE_DECODE_MAX_T 2
+/* dst[c][r] = src[r][c] (rows x cols, row strides lds/ldd in floats):
+ * packs dequantized weight tiles k-major.  Same result on every isa. */
+void qe_transpose_f32(int isa, int rows, int cols, const float *src, int lds, float *dst,
+                      int ldd);
 float qe_dot_f32(int isa, int n, const float *a, const float *b);
 
 #endif /* QE_INFER_H */

@@ -63,7 +63,7 @@ static void *worker_main(void *arg)
     worker_arg a = *(worker_arg *)arg;
     free(arg);
     qe_pool *p = a.p;
-    unsigned seen = atomic_load(&p->gen);
+    unsigned seen = 0; /* gen at creation: a job posted before this thread ran is not missed */
     for (;;) {
         unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
         for (int s = 0; g == seen && s < SPIN_ITERS; s++) {

@@ -51,7 +51,8 @@ static double row_nll(const float *lg, int n_vocab, int tok)
 
 static qe_infer *make_infer(const qe_model *m, int n_ctx, const qe_ppl_opts *o, qe_err *err)
 {
-    qe_infer_opts io = {.n_ctx = n_ctx, .n_threads = o ? o->n_threads : 0, .n_batch = n_ctx};
+    qe_infer_opts io = {.n_ctx = n_ctx, .n_threads = o ? o->n_threads : 0, .n_batch = n_ctx,
+                        .numerics = o ? o->numerics : QE_NUMERICS_EXACT};
     return qe_infer_new(m, &io, err);
 }
 

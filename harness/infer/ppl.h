@@ -43,6 +43,8 @@ typedef struct qe_ppl_opts {
     int32_t bos;     /* id written over each chunk's first token; -1 = none */
     FILE *log;       /* running per-chunk lines (llama.cpp layout) or NULL */
     bool progress;   /* qe_progress bar on stderr */
+    int numerics;    /* QE_NUMERICS_EXACT (0, default) or QE_NUMERICS_LLAMACPP (infer.h);
+                        lockstep KLD runs both models in this mode */
 } qe_ppl_opts;
 
 typedef struct qe_ppl_result {
