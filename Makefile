@@ -40,7 +40,7 @@ BENCH_BIN := $(BENCH_SRC:tests/%.c=$(BUILD)/bench/%)
 QEVAL_ASSETS ?= ../shared
 export QEVAL_ASSETS
 
-.PHONY: all test asan bench demo fuzz clean assets tests-build
+.PHONY: all test asan bench demo fuzz clean assets tests-build deps
 
 all: qeval
 
@@ -51,7 +51,12 @@ $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/obj/%.o: %.c
+# On a fresh machine the libraries are installed first (scripts/install-deps.sh,
+# needs root or sudo) when pkg-config cannot find them.
+deps:
+	@pkg-config --exists $(PKGS) 2>/dev/null || scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

@@ -16,7 +16,7 @@
 #include "../quant/quant.h"
 #include "test.h"
 
-#include <cJSON.h>
+#include <cjson/cJSON.h>
 #include <ftw.h>
 #include <stdint.h>
 #include <sys/stat.h>
