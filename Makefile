@@ -22,8 +22,9 @@ OPT     ?= -O2
 CFLAGS  ?=
 CFLAGS  += -std=c11 $(OPT) -g -ffp-contract=off $(WARN) -fopenmp -D_GNU_SOURCE -MMD -MP $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -fopenmp -lm -lpthread
-# The git revision is stored with every result (provenance).
-GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# The git revision is stored with every result (provenance); "-dirty" when
+# the tree has uncommitted changes.  A stamp file rebuilds store.o when it changes.
+GIT_REV := $(shell git describe --always --dirty=-dirty --abbrev=12 --match none 2>/dev/null || echo unknown)
 CFLAGS  += -DQE_GIT_REV=\"$(GIT_REV)\"
 
 BUILD   ?= build
@@ -67,6 +68,10 @@ $(BUILD)/tests/%: tests/%.c $(LIB)
 $(BUILD)/bench/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+GIT_REV_STAMP := $(BUILD)/git-rev
+$(shell mkdir -p $(BUILD) && (echo '$(GIT_REV)' | cmp -s - $(GIT_REV_STAMP) || echo '$(GIT_REV)' > $(GIT_REV_STAMP)))
+$(BUILD)/obj/harness/store/store.o: $(GIT_REV_STAMP)
 
 tests-build: qeval $(TEST_BIN)
 

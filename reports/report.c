@@ -17,7 +17,7 @@
 #include "../harness/eval/stats.h"
 #include "report.h"
 
-const char *const qe_report_family_names[QE_FAM_COUNT] = {"math", "code", "multilingual",
+const char *const qe_report_family_names[QE_FAM_COUNT] = {"text", "math", "code", "multilingual",
                                                           "general"};
 
 static int db_err(qe_store *s, qe_err *err, const char *what)

@@ -20,7 +20,9 @@
 #include "../harness/util/common.h"
 
 /* Task families summarised per variant (DESIGN.md "Metrics"). */
-enum { QE_FAM_MATH, QE_FAM_CODE, QE_FAM_MULTILINGUAL, QE_FAM_GENERAL, QE_FAM_COUNT };
+/* Task families with an accuracy column; text = in-domain accuracy tasks such as
+ * tinystories-cloze (text perplexity tasks have no accuracy and are not pooled). */
+enum { QE_FAM_TEXT, QE_FAM_MATH, QE_FAM_CODE, QE_FAM_MULTILINGUAL, QE_FAM_GENERAL, QE_FAM_COUNT };
 extern const char *const qe_report_family_names[QE_FAM_COUNT];
 
 /* Pooled accuracy of one family for one variant, paired with the reference. */

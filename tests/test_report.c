@@ -91,14 +91,15 @@ static int64_t make_run(qe_store *s, const char *label, double extra)
         qe_unit ua = {run, vid, ta, 0, 100, 0};
         qe_store_unit_commit(s, &ua, ac, 100, NULL, 0, NULL, &e);
         for (int l = 0; l < 2; l++) {
-            qe_sample ls[4];
-            for (int c = 0; c < 4; c++) {
+            /* 8 chunks: a paired p can go below 2 * 0.5^n (sign-test floor) */
+            qe_sample ls[8];
+            for (int c = 0; c < 8; c++) {
                 double x = 2.0 + (l + 1) * dnll[v];
                 ls[c] = (qe_sample){.item = c, .metric = "nll", .value = 4 * x,
                                     .value2 = 4 * x * x, .n_tokens = 4};
             }
-            qe_unit ul = {run, vid, l ? tfr : tde, 0, 4, 0};
-            qe_store_unit_commit(s, &ul, ls, 4, NULL, 0, NULL, &e);
+            qe_unit ul = {run, vid, l ? tfr : tde, 0, 8, 0};
+            qe_store_unit_commit(s, &ul, ls, 8, NULL, 0, NULL, &e);
         }
     }
     if (qe_store_run_finish(s, run, &e))

@@ -514,7 +514,8 @@ static int eval_ppl_doc(ev_ctx *c, size_t di, size_t *budget)
 
 /* -------------------------------------------------------------- code */
 
-static int eval_code(ev_ctx *c, const size_t *sel, size_t n_sel)
+/* pr (or NULL) counts the completions generated; running them follows. */
+static int eval_code(ev_ctx *c, const size_t *sel, size_t n_sel, qe_progress *pr)
 {
     qe_task *t = c->t;
     char py[512];
@@ -528,6 +529,8 @@ static int eval_code(ev_ctx *c, const size_t *sel, size_t n_sel)
     for (size_t k = 0; k < n_sel && rc == 0; k++) {
         qe_item *it = NULL;
         rc = generate_doc(c, sel[k], &it);
+        if (pr)
+            qe_progress_update(pr, k + 1);
     }
     size_t n = c->res->n_items - first;
     char **progs = calloc(n ? n : 1, sizeof *progs);
@@ -676,7 +679,7 @@ int qe_eval_task(qe_lm *lm, qe_task *t, const qe_eval_opts *o, qe_task_result *r
     if (prog)
         qe_progress_start(&pr, t->name, n_sel);
     if (t->output_type == QE_OUT_CODE_EXEC) {
-        rc = eval_code(&c, sel, n_sel);
+        rc = eval_code(&c, sel, n_sel, prog ? &pr : NULL);
         for (size_t i = 0; rc == 0 && o && o->on_item && i < res->n_items; i++)
             rc = o->on_item(o->ud, t, &res->items[i]);
     } else {

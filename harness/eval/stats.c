@@ -114,6 +114,13 @@ int qe_stats_paired_bootstrap(const double *ref, const double *cand, size_t n, i
     out->hi = deltas[ihi];
     size_t tail = n_le < n_ge ? n_le : n_ge;
     double p = 2.0 * ((double)tail + 1) / ((double)n_resamples + 1);
+    /* With few items every resample can share one sign (n = 1 always
+     * does), which would read as p = 2/(B+1).  No paired test on n items
+     * can be surer than the exact sign test with all n signs agreeing,
+     * 2 * 0.5^n, so that is the floor (n = 1 -> 1, n = 5 -> 0.0625). */
+    const double floor_p = n < 1024 ? ldexp(1.0, 1 - (int)n) : 0.0;
+    if (p < floor_p)
+        p = floor_p;
     out->p = p > 1 ? 1 : p;
     free(deltas);
     return 0;

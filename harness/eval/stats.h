@@ -46,7 +46,8 @@ typedef struct qe_paired {
  * KLD per item): resample item indices with replacement n_resamples times
  * (>= 1000 recommended) with a splitmix64 stream seeded by `seed`.  p is the
  * two-sided bootstrap p-value 2 * min(P*(delta <= 0), P*(delta >= 0)),
- * capped at 1, with the +1 correction (count+1)/(B+1).  Allocates a
+ * capped at 1, with the +1 correction (count+1)/(B+1), and never below
+ * the exact sign test's floor 2 * 0.5^n (one item is never significant).  Allocates a
  * scratch array of n_resamples doubles.  Errors: QE_EINVAL (n == 0,
  * n_resamples < 1), QE_ENOMEM.
  */

@@ -753,7 +753,7 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
     }
     char suite[512];
     snprintf(suite, sizeof suite, "%s%s%s ctx=%d text=%s", o->suite ? o->suite : "",
-             o->suite && o->tasks ? "+" : "", o->tasks ? o->tasks : "", o->n_ctx,
+             o->suite && o->tasks ? "+" : "", o->tasks ? o->tasks : "", r.n_ctx,
              o->text_path ? o->text_path : "default");
     /* the model's own name, or its file stem when the metadata has none */
     char mname[128];
