@@ -219,11 +219,13 @@ int qe_report_load(qe_store *s, int64_t run_id, qe_report_data **out, qe_err *er
     sqlite3_finalize(st);
     st = NULL;
 
-    /* main text task: nll samples, family text first */
+    /* main text task: nll samples; the run's llama.cpp-protocol text (the
+     * one with KLD) first, then family text, English, oldest */
     if (sqlite3_prepare_v2(db,
                            "SELECT t.id, t.name, t.protocol FROM tasks t WHERE t.metric='nll' AND"
                            " EXISTS (SELECT 1 FROM samples s JOIN variants v ON v.id=s.variant_id"
-                           " WHERE v.run_id=?1 AND s.task_id=t.id) ORDER BY (t.family='text')"
+                           " WHERE v.run_id=?1 AND s.task_id=t.id) ORDER BY (t.protocol LIKE 'llama.cpp-ppl%')"
+                           " DESC, (t.family='text')"
                            " DESC, (t.language IN ('', 'en')) DESC, t.id LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = db_err(s, err, "finding the main task");
