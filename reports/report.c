@@ -786,7 +786,7 @@ static void svg_scatter(FILE *out, const char *id, const char *title, const char
         else
             snprintf(lab, sizeof lab, "%.3g", v);
         fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/>"
-                     "<text x=\"%d\" y=\"%.1f\" class=\"k\" text-anchor=\"end\">%s</text>\n",
+                     "<text x=\"%d\" y=\"%.1f\" class=\"k ke\">%s</text>\n",
                 PAD_L, PY(v), SVG_W - PAD_R, PY(v), PAD_L - 4, PY(v) + 4, lab);
     }
     /* connecting line in bpw order (the cliff) */
@@ -828,13 +828,15 @@ static void svg_family_bars(FILE *out, const qe_report_data *d)
         svg_close(out, "Accuracy per family");
         return;
     }
-    double pw = SVG_W - PAD_L - PAD_R, ph = SVG_H - PAD_T - PAD_B;
+    /* the legend takes LEGEND_W on the right, outside the bars */
+    const int LEGEND_W = 100;
+    double pw = SVG_W - PAD_L - PAD_R - LEGEND_W, ph = SVG_H - PAD_T - PAD_B;
     double gw = pw / nf, bw = gw * 0.8 / d->n_variants;
     for (int t = 0; t <= 4; t++) {
         double y = SVG_H - PAD_B - ph * t / 4.0;
         fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/>"
-                     "<text x=\"%d\" y=\"%.1f\" class=\"k\" text-anchor=\"end\">%d</text>\n",
-                PAD_L, y, SVG_W - PAD_R, y, PAD_L - 4, y + 4, 25 * t);
+                     "<text x=\"%d\" y=\"%.1f\" class=\"k ke\">%d</text>\n",
+                PAD_L, y, SVG_W - PAD_R - LEGEND_W, y, PAD_L - 4, y + 4, 25 * t);
     }
     for (int g = 0; g < nf; g++) {
         int f = fams[g];
@@ -859,8 +861,8 @@ static void svg_family_bars(FILE *out, const qe_report_data *d)
     }
     for (int i = 0; i < d->n_variants; i++) {
         fprintf(out, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/>"
-                     "<text x=\"%d\" y=\"%d\" class=\"k\" text-anchor=\"start\">",
-                SVG_W - PAD_R - 90, PAD_T + 14 * i, palette[i % 8], SVG_W - PAD_R - 76,
+                     "<text x=\"%d\" y=\"%d\" class=\"k ks\">",
+                SVG_W - PAD_R - LEGEND_W + 14, PAD_T + 14 * i, palette[i % 8], SVG_W - PAD_R - LEGEND_W + 28,
                 PAD_T + 14 * i + 9);
         html_esc(out, d->variants[i].name);
         fprintf(out, "</text>\n");
@@ -892,7 +894,7 @@ static void svg_heatmap(FILE *out, const qe_report_data *d)
                 PAD_T + 14, d->langs[l]);
     for (int i = 0; i < nv && nl; i++) {
         int y = PAD_T + 24 + i * ch;
-        fprintf(out, "<text x=\"124\" y=\"%d\" class=\"k\" text-anchor=\"end\">", y + 15);
+        fprintf(out, "<text x=\"124\" y=\"%d\" class=\"k ke\">", y + 15);
         html_esc(out, d->variants[i].name);
         fprintf(out, "</text>");
         for (int l = 0; l < nl; l++) {
@@ -962,7 +964,7 @@ static int svg_history(FILE *out, qe_store *s, const qe_report_data *d, qe_err *
     for (int t = 0; t <= 4; t++) {
         double v = y0 + (y1 - y0) * t / 4.0, y = SVG_H - PAD_B - ph * t / 4.0;
         fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/><text x=\"%d\" "
-                     "y=\"%.1f\" class=\"k\" text-anchor=\"end\">%.3g</text>\n",
+                     "y=\"%.1f\" class=\"k ke\">%.3g</text>\n",
                 PAD_L, y, SVG_W - PAD_R, y, PAD_L - 4, y + 4, pow(10, v));
     }
     /* one polyline per distinct variant name */
@@ -981,7 +983,7 @@ static int svg_history(FILE *out, qe_store *s, const qe_report_data *d, qe_err *
                 fprintf(out, "%.1f,%.1f ",
                         PAD_L + (double)(run[j] - r0) / (double)(r1 - r0) * pw,
                         SVG_H - PAD_B - (log10(val[j]) - y0) / (y1 - y0) * ph);
-        fprintf(out, "\"/><text x=\"%.1f\" y=\"%d\" class=\"k\" text-anchor=\"start\" "
+        fprintf(out, "\"/><text x=\"%.1f\" y=\"%d\" class=\"k ks\" "
                      "fill=\"%s\">",
                 (double)(SVG_W - PAD_R - 84), PAD_T + 14 * k, palette[k % 8]);
         html_esc(out, name[i]);
@@ -1007,7 +1009,7 @@ static int render_html(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
             "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:"
             "left}\nfigure{display:inline-block;margin:0.5em}.chart{border:1px solid #ddd;"
             "background:#fff}\n.t{font-size:14px;text-anchor:middle;font-weight:bold}.l{font-size:"
-            "12px;text-anchor:middle}.k{font-size:10px;text-anchor:middle}\n.ax{stroke:#444}.g{"
+            "12px;text-anchor:middle}.k{font-size:10px;text-anchor:middle}.ke{text-anchor:end}.ks{text-anchor:start}\n.ax{stroke:#444}.g{"
             "stroke:#eee}.pt{fill:#d62728}.cl{fill:none;stroke:#d62728;stroke-width:1.5}.ci{"
             "stroke:#000;stroke-width:1.5}\n.note{color:#666}code{background:#f6f6f6}\n</style>"
             "</head><body>\n<h1>qeval report: ");
