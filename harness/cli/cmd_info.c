@@ -103,7 +103,10 @@ static void print_text(const qe_model *m, int vrc, const qe_err *verr)
     printf("architecture:   %s\n", c->arch);
     printf("file size:      %" PRIu64 " B (%.2f MiB)\n", m->file_nbytes,
            (double)m->file_nbytes / 1048576.0);
-    printf("file type:      %d (%s)\n", c->file_type, ft ? ft : "unknown");
+    if (c->file_type < 0)
+        printf("file type:      not set (general.file_type absent)\n");
+    else
+        printf("file type:      %d (%s)\n", c->file_type, ft ? ft : "unknown");
     printf("hyperparameters:\n");
     printf("  n_vocab %d, n_embd %d, n_ff %d, n_layer %d\n", c->n_vocab, c->n_embd, c->n_ff,
            c->n_layer);
