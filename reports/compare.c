@@ -415,7 +415,7 @@ int qe_gate_check(qe_store *s, const int64_t *base_vid, const int64_t *cand_vid,
             bool reg = beyond && signif;
             n_checks++;
             *n_regressions += reg;
-            fprintf(out, "  %-10s %-24s %-12s base %-10.5g cand %-10.5g worse by %+.4g%s (limit %.3g), p=%.3g %s\n",
+            fprintf(out, "  %-10s %-24s %-20s base %-10.5g cand %-10.5g worse by %+.4g%s (limit %.3g), p=%.3g %s\n",
                     reg ? "REGRESSION" : beyond ? "noise" : "ok", r->task, r->metric, r->base,
                     r->cand, worse, unit, thr, r->p,
                     reg ? "" : beyond ? "(beyond threshold but not significant)" : "");

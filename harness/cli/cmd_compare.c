@@ -25,7 +25,7 @@ static const char USAGE[] =
 static void print_rows(const char *bl, const char *cl, const qe_cmp_row *r, int n)
 {
     printf("%s -> %s\n", bl, cl);
-    printf("  %-24s %-12s %7s %12s %12s %12s %22s %9s\n", "task", "metric", "n", "base", "cand",
+    printf("  %-24s %-20s %7s %12s %12s %12s %22s %9s\n", "task", "metric", "n", "base", "cand",
            "delta", "95% CI", "p");
     for (int i = 0; i < n; i++) {
         const char *unit = strcmp(r[i].metric, "ppl") == 0        ? "%"
@@ -34,7 +34,7 @@ static void print_rows(const char *bl, const char *cl, const qe_cmp_row *r, int 
         char ci[64];
         snprintf(ci, sizeof ci, "[%+.4g, %+.4g]", r[i].lo, r[i].hi);
         double scale = r[i].higher_is_better ? 100.0 : 1.0;
-        printf("  %-24s %-12s %7lld %12.6g %12.6g %+10.4g%-2s %22s %9.3g%s\n", r[i].task,
+        printf("  %-24s %-20s %7lld %12.6g %12.6g %+10.4g%-2s %22s %9.3g%s\n", r[i].task,
                r[i].metric, (long long)r[i].n, scale * r[i].base, scale * r[i].cand, r[i].delta,
                unit, ci, r[i].p, r[i].p < 0.01 ? " **" : r[i].p < 0.05 ? " *" : "");
     }
