@@ -8,12 +8,15 @@
  *  - stories260K: tok512.bin and stories260K.gguf on "Once upon a time"
  *    and llama.cpp's token ids for text-eng.txt;
  *  - decode(encode(x)) == x where llama.cpp guarantees it;
+ *  - SPM line-by-line encoding against the whole-text encoding on large
+ *    multi-line texts (the private switch spm_line_split, tok_internal.h);
  *  - hostile vocab files, each with its specific error code.
  */
 #include <stdint.h>
 #include <unistd.h>
 
 #include "../harness/model/gguf.h"
+#include "../harness/model/tok_internal.h" /* spm_line_split */
 #include "../harness/model/tokenizer.h"
 #include "test.h"
 
@@ -347,6 +350,107 @@ static const char *write_tmp(int slot, const char *name, const char *body, size_
     return paths[slot];
 }
 
+/* Encode text[0..n) with t line by line (t->spm_line_split, as loaded) and
+ * as one piece: the ids must be the same.  Returns the number of ids. */
+static size_t check_line_split(qe_tokenizer *t, const char *what, const char *text, size_t n,
+                               bool parse_special)
+{
+    CHECKF(t->spm_line_split, "%s: the vocab should allow line-by-line encoding", what);
+    qe_err e = {0};
+    int32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0, same = 0;
+    CHECKF(qe_tokenize(t, text, n, true, parse_special, &a, &na, &e) == 0, "%s: %s", what,
+           e.msg);
+    t->spm_line_split = false;
+    CHECKF(qe_tokenize(t, text, n, true, parse_special, &b, &nb, &e) == 0, "%s: %s", what,
+           e.msg);
+    t->spm_line_split = true;
+    while (same < na && same < nb && a[same] == b[same])
+        same++;
+    CHECKF(na == nb && same == na, "%s: %zu ids line by line, %zu whole, first difference at %zu",
+           what, na, nb, same);
+    free(a);
+    free(b);
+    return na;
+}
+
+/* Line-by-line SPM encoding (bounded scratch) gives the whole-text ids. */
+TEST(test_spm_line_split)
+{
+    /* vocab, bytes of each text to encode (the whole-text encoding of
+     * all of it with the 32000-token vocab takes 1.7 s) */
+    static const struct {
+        const char *path;
+        size_t max_nbytes;
+    } k_vocab[] = {{"models/stories260K/stories260K.gguf", SIZE_MAX},
+                   {"tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf", 512 << 10}};
+    static const char *const k_text[] = {"datasets/wikitext2_raw/wiki.test.raw",
+                                         "datasets/tinystories/tinystories_val.txt"};
+    /* edge cases: invalid UTF-8 leads swallowing a '\n', blank lines, spaces
+     * around newlines, special tokens between lines, no final newline */
+    static const char *const k_edge[] = {
+        "ab\xe2\ncd \xf0\n\n\xc3\nx\n", "\n", "\n\n  \n ", " leading space\nand more",
+        "<s>\nOnce upon\n</s> a time\n\n<s>", "no newline at all", "\r\n\r\nThe end.\r\n",
+    };
+    for (size_t v = 0; v < sizeof k_vocab / sizeof k_vocab[0]; v++) {
+        qe_err e = {0};
+        qe_gguf *g = qe_gguf_open(test_asset(k_vocab[v].path), &e);
+        qe_tokenizer *t = g ? qe_tokenizer_from_gguf(g, &e) : NULL;
+        CHECKF(t, "%s: %s", k_vocab[v].path, e.msg);
+        for (size_t k = 0; t && k < sizeof k_text / sizeof k_text[0]; k++) {
+            size_t n = 0;
+            char *text = slurp(test_asset(k_text[k]), &n);
+            CHECKF(text, "cannot read %s", k_text[k]);
+            if (!text)
+                continue;
+            if (n > k_vocab[v].max_nbytes)
+                n = k_vocab[v].max_nbytes;
+            double t0 = qe_now();
+            size_t n_ids = check_line_split(t, k_text[k], text, n, false);
+            printf("  %s, %s: %zu bytes -> %zu ids, same both ways (%.2f s)\n",
+                   k_vocab[v].path, k_text[k], n, n_ids, qe_now() - t0);
+            free(text);
+        }
+        for (size_t k = 0; t && k < sizeof k_edge / sizeof k_edge[0]; k++)
+            for (int ps = 0; ps < 2; ps++)
+                check_line_split(t, k_edge[k], k_edge[k], strlen(k_edge[k]), ps);
+        qe_tokenizer_free(t);
+        qe_gguf_close(g);
+    }
+
+    /* A vocab with a token that continues past a '\n' ("\na") must be
+     * encoded whole: llama2.c records (score, length, bytes) for <unk>,
+     * <s>, </s>, " ", "a", "\n", "\na". */
+    static const struct {
+        float score;
+        const char *s;
+    } k_rec[] = {{0, "<unk>"}, {0, "\n<s>\n"}, {0, "\n</s>\n"}, {-1, " "},
+                 {-1, "a"},    {-1, "\n"},     {0, "\na"}};
+    char bin[256];
+    size_t off = 4;
+    memset(bin, 0, 4);
+    for (size_t i = 0; i < sizeof k_rec / sizeof k_rec[0]; i++) {
+        int32_t len = (int32_t)strlen(k_rec[i].s);
+        memcpy(bin + off, &k_rec[i].score, 4);
+        memcpy(bin + off + 4, &len, 4);
+        memcpy(bin + off + 8, k_rec[i].s, (size_t)len);
+        off += 8 + (size_t)len;
+    }
+    qe_err e = {0};
+    const char *p = write_tmp(3, "nl.bin", bin, off);
+    qe_tokenizer *t = qe_tokenizer_from_llama2c(p, 0, &e);
+    unlink(p);
+    REQUIRE(t, "nl.bin: %s", e.msg);
+    CHECK(!t->spm_line_split);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    static const int32_t k_want[] = {3, 4, 6}; /* "▁", "a", "\na" */
+    CHECKF(qe_tokenize(t, "a\na", 3, false, false, &ids, &n, &e) == 0, "%s", e.msg);
+    CHECKF(n == 3 && memcmp(ids, k_want, sizeof k_want) == 0, "n=%zu", n);
+    free(ids);
+    qe_tokenizer_free(t);
+}
+
 static int hf_load_code(const char *json, qe_err *e)
 {
     const char *p = write_tmp(0, "tokenizer.json", json, strlen(json));
@@ -428,5 +532,6 @@ int main(void)
     RUN(test_hf_vectors);
     RUN(test_bert_unsupported);
     RUN(test_hostile);
+    RUN(test_spm_line_split);
     return test_finish();
 }

@@ -3,7 +3,8 @@
  * tokenizer's own files (tokenizer.c: encode/decode; tok_load.c: GGUF and
  * llama2.c loaders; tok_hf.c: tokenizer.json loader; tok_pre.c: UTF-8,
  * GPT-2 byte map and the PCRE2 pre-tokenizer).  Nothing outside
- * harness/model/tok*.c includes this file.
+ * harness/model/tok*.c includes this file, except tests/test_tokenizer.c
+ * (it flips spm_line_split).
  *
  * Behaviour follows llama.cpp's llama-vocab.cpp / unicode.cpp (b4747).
  */
@@ -82,6 +83,10 @@ struct qe_tokenizer {
     bool add_space_prefix;  /* SPM: prepend ' ' to the first raw fragment */
     bool ignore_merges;     /* BPE: a pre-token that is itself a token is kept */
     bool clean_spaces;      /* detokenize: clean_up_tokenization_spaces */
+    bool spm_line_split;    /* SPM: no token has a '\n' before its last byte, so raw
+                             * text is encoded one line at a time (qe_tok_finish
+                             * sets it; tests clear it to compare with the
+                             * whole-text encoding) */
 
     int32_t *special; /* ids with CONTROL|USER_DEFINED|UNKNOWN, longest text first */
     int32_t n_special;

@@ -11,6 +11,8 @@
  *    after every special token), symbols = UTF-8 characters, the adjacent
  *    pair whose concatenation is the highest-scoring token is merged first
  *    (ties: leftmost), unknown symbols fall back to <0xXX> byte tokens;
+ *    when no token continues past a '\n', the text is encoded one line at
+ *    a time (the same ids; scratch bounded by the longest line);
  *  - BPE: the regex pre-tokenizer (tok_pre.c), then per word the pair
  *    with the lowest merge rank first (ties: leftmost); a final symbol that
  *    is not a token becomes its single-byte tokens where those exist.
@@ -283,6 +285,13 @@ int qe_tok_finish(qe_tokenizer *t, const char *model_name, const char *pattern_o
         }
     }
 
+    /* SPM merges never join across a '\n' when no token continues past
+     * one (llama-spm, stories260K: newline is the byte token <0x0A>). */
+    t->spm_line_split = t->kind == QE_TOK_SPM;
+    for (int32_t i = 0; i < t->n_vocab && t->spm_line_split; i++)
+        if (t->len[i] > 1 && memchr(t->text[i], '\n', t->len[i] - 1))
+            t->spm_line_split = false;
+
     if (t->kind == QE_TOK_BPE)
         return qe_tok_pre_init(t, pattern_override, err);
     return 0;
@@ -419,12 +428,16 @@ oom:
 
 /* ---- merge queue (binary min-heap on (key, left)) ---------------------- */
 
+/* Symbol offsets and lengths are 32-bit: make_symbols refuses runs of
+ * QE_TOK_MAX_RUN bytes or more. */
+#define QE_TOK_MAX_RUN ((size_t)INT32_MAX)
+
 typedef struct bigram {
     double key; /* SPM: -score; BPE: rank */
     int32_t left, right;
-    size_t size; /* SPM: byte length of the pair; BPE: left n */
-    size_t rsize; /* BPE: right n */
-} bigram;
+    uint32_t size; /* SPM: byte length of the pair; BPE: left n */
+    uint32_t rsize; /* BPE: right n */
+} bigram; /* 24 bytes */
 
 typedef struct heap {
     bigram *v;
@@ -480,27 +493,46 @@ static bigram heap_pop(heap *h)
 
 typedef struct sym {
     int32_t prev, next;
-    size_t off, n; /* into the word/text buffer */
-} sym;
+    uint32_t off, n; /* bytes, into the word/text buffer */
+} sym; /* 16 bytes */
 
-/* Split s[0..n) into UTF-8 symbols (a truncated tail is one symbol). */
-static int make_symbols(const char *s, size_t n, sym **out, int32_t *n_out)
+/* Split s[0..n) into UTF-8 symbols (a truncated tail is one symbol), in
+ * *buf (grown as needed, owned by the caller, *cap entries). */
+static int make_symbols(const char *s, size_t n, sym **buf, size_t *cap, int32_t *n_out)
 {
-    sym *v = malloc((n ? n : 1) * sizeof *v);
-    if (!v)
-        return QE_ENOMEM;
+    if (n >= QE_TOK_MAX_RUN)
+        return QE_EINVAL;
+    if (n > *cap || !*buf) {
+        size_t nc = n > 64 ? n : 64;
+        sym *nv = realloc(*buf, nc * sizeof *nv);
+        if (!nv)
+            return QE_ENOMEM;
+        *buf = nv;
+        *cap = nc;
+    }
+    sym *v = *buf;
     int32_t k = 0;
     for (size_t off = 0; off < n;) {
         size_t l = qe_utf8_len((unsigned char)s[off]);
         if (l > n - off)
             l = n - off;
-        v[k] = (sym){k - 1, off + l == n ? -1 : k + 1, off, l};
+        v[k] = (sym){k - 1, off + l == n ? -1 : k + 1, (uint32_t)off, (uint32_t)l};
         off += l;
         k++;
     }
-    *out = v;
     *n_out = k;
     return 0;
+}
+
+/* Error for a make_symbols/heap failure (rc QE_ENOMEM or QE_EINVAL). */
+static int encode_fail(const qe_tokenizer *t, int rc, size_t n, qe_err *err)
+{
+    if (rc == QE_EINVAL)
+        return qe_err_set(err, QE_EINVAL,
+                          "%s: an unbreakable run of %zu bytes is too long to tokenize "
+                          "(limit 2 GiB)",
+                          t->src, n);
+    return qe_err_set(err, QE_ENOMEM, "%s: out of memory while tokenizing", t->src);
 }
 
 /* ---- SPM --------------------------------------------------------------------- */
@@ -529,20 +561,38 @@ static int spm_try_bigram(const qe_tokenizer *t, const char *s, const sym *sy, i
     return heap_push(h, (bigram){-(double)t->score[id], l, r, n, 0});
 }
 
-/* s: already escaped (U+2581 for spaces). */
-static int spm_encode(const qe_tokenizer *t, const char *s, size_t n, ids_vec *out, qe_err *err)
+/* Scratch reused by every segment of one qe_tokenize call (owned). */
+typedef struct spm_work {
+    char *esc; /* escaped segment, esc_cap bytes */
+    size_t esc_cap;
+    sym *sy;
+    size_t sy_cap;
+    heap h;
+} spm_work;
+
+static void spm_work_free(spm_work *w)
 {
-    sym *sy = NULL;
+    free(w->esc);
+    free(w->sy);
+    free(w->h.v);
+}
+
+/* s: already escaped (U+2581 for spaces). */
+static int spm_encode(const qe_tokenizer *t, const char *s, size_t n, spm_work *w, ids_vec *out,
+                      qe_err *err)
+{
     int32_t ns = 0;
-    heap h = {0};
-    int rc = make_symbols(s, n, &sy, &ns);
+    heap *h = &w->h;
+    int rc = make_symbols(s, n, &w->sy, &w->sy_cap, &ns);
+    sym *sy = w->sy;
+    h->n = 0;
     if (rc)
         goto done;
     for (int32_t i = 1; i < ns; i++)
-        if ((rc = spm_try_bigram(t, s, sy, i - 1, i, &h)))
+        if ((rc = spm_try_bigram(t, s, sy, i - 1, i, h)))
             goto done;
-    while (h.n) {
-        bigram b = heap_pop(&h);
+    while (h->n) {
+        bigram b = heap_pop(h);
         sym *L = &sy[b.left], *R = &sy[b.right];
         if (L->n == 0 || R->n == 0 || L->n + R->n != b.size)
             continue;
@@ -551,8 +601,8 @@ static int spm_encode(const qe_tokenizer *t, const char *s, size_t n, ids_vec *o
         L->next = R->next;
         if (R->next >= 0)
             sy[R->next].prev = b.left;
-        if ((rc = spm_try_bigram(t, s, sy, L->prev, b.left, &h)) ||
-            (rc = spm_try_bigram(t, s, sy, b.left, L->next, &h)))
+        if ((rc = spm_try_bigram(t, s, sy, L->prev, b.left, h)) ||
+            (rc = spm_try_bigram(t, s, sy, b.left, L->next, h)))
             goto done;
     }
     for (int32_t i = ns ? 0 : -1; i != -1; i = sy[i].next) {
@@ -564,23 +614,74 @@ static int spm_encode(const qe_tokenizer *t, const char *s, size_t n, ids_vec *o
         }
         for (size_t j = 0; j < sy[i].n; j++) {
             unsigned char c = (unsigned char)s[sy[i].off + j];
-            if (spm_byte_token(t, c, &id)) {
-                rc = qe_err_set(err, QE_EFORMAT,
-                                "%s: no byte token <0x%02X> for an unknown piece; expected "
-                                "byte-fallback tokens in the vocab",
-                                t->src, c);
-                goto done;
-            }
+            if (spm_byte_token(t, c, &id))
+                return qe_err_set(err, QE_EFORMAT,
+                                  "%s: no byte token <0x%02X> for an unknown piece; expected "
+                                  "byte-fallback tokens in the vocab",
+                                  t->src, c);
             if ((rc = ids_push(out, id)))
                 goto done;
         }
     }
 done:
-    if (rc == QE_ENOMEM)
-        qe_err_set(err, QE_ENOMEM, "%s: out of memory while tokenizing", t->src);
-    free(h.v);
-    free(sy);
-    return rc;
+    return rc ? encode_fail(t, rc, n, err) : 0;
+}
+
+static int esc_reserve(spm_work *w, size_t need)
+{
+    if (w->esc_cap >= need)
+        return 0;
+    size_t nc = w->esc_cap ? w->esc_cap : 256;
+    while (nc < need)
+        nc *= 2;
+    char *ne = realloc(w->esc, nc);
+    if (!ne)
+        return QE_ENOMEM;
+    w->esc = ne;
+    w->esc_cap = nc;
+    return 0;
+}
+
+/* One raw fragment s[0..n): escape ' ' -> U+2581 (after a U+2581 prefix
+ * when `prefix`) and encode.  With t->spm_line_split the escaped text is
+ * cut after each '\n' that ends a symbol and the pieces are encoded one
+ * by one: no merge can cross such a cut (no token has a '\n' before its
+ * last byte), the symbols on each side are the same as in the whole text,
+ * and the merge order within a piece is its own (key, left) order, so the
+ * ids are those of the whole text while the scratch is bounded by the
+ * longest line. */
+static int spm_encode_raw(const qe_tokenizer *t, const char *s, size_t n, bool prefix,
+                          spm_work *w, ids_vec *out, qe_err *err)
+{
+    size_t en = 0, walked = 0; /* walked: start of the first symbol not yet passed */
+    if (prefix) {
+        if (esc_reserve(w, 3))
+            return encode_fail(t, QE_ENOMEM, n, err);
+        memcpy(w->esc, "\xe2\x96\x81", 3);
+        en = 3;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (esc_reserve(w, en + 3))
+            return encode_fail(t, QE_ENOMEM, n, err);
+        char c = s[i];
+        if (c == ' ') {
+            memcpy(w->esc + en, "\xe2\x96\x81", 3);
+            en += 3;
+        } else {
+            w->esc[en++] = c;
+        }
+        if (c != '\n' || !t->spm_line_split)
+            continue;
+        while (walked < en)
+            walked += qe_utf8_len((unsigned char)w->esc[walked]);
+        if (walked != en) /* the '\n' is inside an invalid UTF-8 sequence */
+            continue;
+        int rc = spm_encode(t, w->esc, en, w, out, err);
+        if (rc)
+            return rc;
+        en = walked = 0;
+    }
+    return en ? spm_encode(t, w->esc, en, w, out, err) : 0;
 }
 
 /* ---- BPE --------------------------------------------------------------------- */
@@ -616,22 +717,22 @@ static int bpe_try_bigram(const qe_tokenizer *t, const char *w, const sym *sy, i
 }
 
 static int bpe_word(const qe_tokenizer *t, const char *w, size_t n, ids_vec *out, heap *h,
-                    char **scratch, size_t *scap)
+                    sym **sy_buf, size_t *sy_cap, char **scratch, size_t *scap)
 {
     if (t->ignore_merges) {
         int32_t id = qe_tok_map_get(&t->vocab, w, n);
         if (id >= 0)
             return ids_push(out, id);
     }
-    sym *sy = NULL;
     int32_t ns = 0;
-    int rc = make_symbols(w, n, &sy, &ns);
+    int rc = make_symbols(w, n, sy_buf, sy_cap, &ns);
     if (rc)
         return rc;
+    sym *sy = *sy_buf;
     h->n = 0;
     for (int32_t i = 1; i < ns; i++)
         if ((rc = bpe_try_bigram(t, w, sy, i - 1, i, h, scratch, scap)))
-            goto done;
+            return rc;
     while (h->n) {
         bigram b = heap_pop(h);
         sym *L = &sy[b.left], *R = &sy[b.right];
@@ -645,13 +746,13 @@ static int bpe_word(const qe_tokenizer *t, const char *w, size_t n, ids_vec *out
             sy[R->next].prev = b.left;
         if ((rc = bpe_try_bigram(t, w, sy, L->prev, b.left, h, scratch, scap)) ||
             (rc = bpe_try_bigram(t, w, sy, b.left, L->next, h, scratch, scap)))
-            goto done;
+            return rc;
     }
     for (int32_t i = ns ? 0 : -1; i != -1; i = sy[i].next) {
         int32_t id = qe_tok_map_get(&t->vocab, w + sy[i].off, sy[i].n);
         if (id >= 0) {
             if ((rc = ids_push(out, id)))
-                goto done;
+                return rc;
             continue;
         }
         /* Not a token: each byte of the (byte-encoded) text that is itself
@@ -659,26 +760,29 @@ static int bpe_word(const qe_tokenizer *t, const char *w, size_t n, ids_vec *out
         for (size_t j = 0; j < sy[i].n; j++) {
             id = qe_tok_map_get(&t->vocab, w + sy[i].off + j, 1);
             if (id >= 0 && (rc = ids_push(out, id)))
-                goto done;
+                return rc;
         }
     }
-done:
-    free(sy);
-    return rc;
+    return 0;
 }
 
 static int bpe_encode(const qe_tokenizer *t, const char *s, size_t n, ids_vec *out, qe_err *err)
 {
     char *buf = NULL, *scratch = NULL;
     size_t *offs = NULL, n_words = 0, scap = 0;
+    sym *sy = NULL;
+    size_t sy_cap = 0;
     heap h = {0};
     int rc = qe_tok_pre_split(t, s, n, &buf, &offs, &n_words, err);
     if (rc)
         return rc;
-    for (size_t w = 0; w < n_words && !rc; w++)
-        rc = bpe_word(t, buf + offs[w], offs[w + 1] - offs[w], out, &h, &scratch, &scap);
-    if (rc)
-        qe_err_set(err, rc, "%s: out of memory while tokenizing", t->src);
+    for (size_t w = 0; w < n_words && !rc; w++) {
+        size_t wn = offs[w + 1] - offs[w];
+        rc = bpe_word(t, buf + offs[w], wn, out, &h, &sy, &sy_cap, &scratch, &scap);
+        if (rc)
+            encode_fail(t, rc, wn, err);
+    }
+    free(sy);
     free(h.v);
     free(scratch);
     free(buf);
@@ -693,7 +797,7 @@ int qe_tokenize(const qe_tokenizer *t, const char *text, size_t len, bool add_sp
 {
     frag_vec fv = {0};
     ids_vec out = {0};
-    char *esc = NULL;
+    spm_work spm = {0};
     int rc = 0;
     *ids = NULL;
     *n_ids = 0;
@@ -723,28 +827,8 @@ int qe_tokenize(const qe_tokenizer *t, const char *text, size_t len, bool add_sp
             continue;
         }
         if (t->kind == QE_TOK_SPM) {
-            /* escape: ' ' -> U+2581 (3 bytes), plus the optional prefix */
-            size_t cap = 3 * fr.len + 4, en = 0;
-            char *ne = realloc(esc, cap);
-            if (!ne) {
-                rc = QE_ENOMEM;
-                goto oom;
-            }
-            esc = ne;
-            if (t->add_space_prefix && prev_special) {
-                memcpy(esc, "\xe2\x96\x81", 3);
-                en = 3;
-            }
-            for (size_t i = 0; i < fr.len; i++) {
-                char c = text[fr.off + i];
-                if (c == ' ') {
-                    memcpy(esc + en, "\xe2\x96\x81", 3);
-                    en += 3;
-                } else {
-                    esc[en++] = c;
-                }
-            }
-            rc = spm_encode(t, esc, en, &out, err);
+            rc = spm_encode_raw(t, text + fr.off, fr.len, t->add_space_prefix && prev_special,
+                                &spm, &out, err);
         } else {
             rc = bpe_encode(t, text + fr.off, fr.len, &out, err);
         }
@@ -770,7 +854,7 @@ oom:
 out:
     free(out.v);
     free(fv.v);
-    free(esc);
+    spm_work_free(&spm);
     return rc;
 }
 
