@@ -921,12 +921,14 @@ static int svg_history(FILE *out, qe_store *s, const qe_report_data *d, qe_err *
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(qe_store_db(s),
                            "SELECT x.run_id, x.variant, x.value FROM v_results x WHERE"
-                           " x.model_sha256 = ? AND x.metric = 'kld_mean' AND x.task_id ="
-                           " (SELECT min(y.task_id) FROM results y WHERE y.variant_id ="
-                           " x.variant_id AND y.metric = 'kld_mean') ORDER BY x.run_id",
+                           " x.model_sha256 = ?1 AND x.metric = 'kld_mean' AND x.task = ?2"
+                           " AND x.protocol = ?3 ORDER BY x.run_id",
                            -1, &st, NULL) != SQLITE_OK)
         return db_err(s, err, "history chart");
+    /* only runs measured on the same text with the same protocol are comparable */
     sqlite3_bind_text(st, 1, d->model_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, d->main_task, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, d->main_protocol, -1, SQLITE_STATIC);
     enum { MAXP = 512 };
     static int64_t run[MAXP];
     static char name[MAXP][64];
@@ -983,7 +985,14 @@ static int svg_history(FILE *out, qe_store *s, const qe_report_data *d, qe_err *
                 fprintf(out, "%.1f,%.1f ",
                         PAD_L + (double)(run[j] - r0) / (double)(r1 - r0) * pw,
                         SVG_H - PAD_B - (log10(val[j]) - y0) / (y1 - y0) * ph);
-        fprintf(out, "\"/><text x=\"%.1f\" y=\"%d\" class=\"k ks\" "
+        fprintf(out, "\"/>");
+        /* a dot per run, so a variant measured once still shows */
+        for (int j = i; j < n; j++)
+            if (strcmp(name[j], name[i]) == 0 && val[j] > 0)
+                fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>",
+                        PAD_L + (double)(run[j] - r0) / (double)(r1 - r0) * pw,
+                        SVG_H - PAD_B - (log10(val[j]) - y0) / (y1 - y0) * ph, palette[k % 8]);
+        fprintf(out, "<text x=\"%.1f\" y=\"%d\" class=\"k ks\" "
                      "fill=\"%s\">",
                 (double)(SVG_W - PAD_R - 84), PAD_T + 14 * k, palette[k % 8]);
         html_esc(out, name[i]);
