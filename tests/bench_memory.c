@@ -463,7 +463,7 @@ static bool in_list(const char *list, const char *name)
 
 int main(int argc, char **argv)
 {
-    const char *models = "smollm,qwen", *types = "f16,q8_0";
+    const char *models = "smollm,qwen", *types = "f16,q8_0", *keep = NULL;
     int n_threads = 2, n_ctx = 512;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--models") == 0 && i + 1 < argc)
@@ -474,9 +474,11 @@ int main(int argc, char **argv)
             n_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc)
             n_ctx = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--keep") == 0 && i + 1 < argc)
+            keep = argv[++i]; /* keep the GGUF files there (for timing other commands) */
         else {
             fprintf(stderr, "usage: %s [--models smollm,qwen] [--types f16,q8_0,q4_K,q2_K] "
-                            "[--threads N] [--ctx 512]\n", argv[0]);
+                            "[--threads N] [--ctx 512] [--keep DIR]\n", argv[0]);
             return 2;
         }
     }
@@ -556,6 +558,12 @@ int main(int argc, char **argv)
                 status = 1;
             else
                 print_row(s->name, TYPES[ti], "wiki", logits_mib(n_ctx, s->n_vocab), &r);
+            if (keep) {
+                char kp[1024];
+                snprintf(kp, sizeof kp, "%s/%s-%s.gguf", keep, s->name, TYPES[ti]);
+                if (rename(gguf_path, kp) != 0)
+                    fprintf(stderr, "bench_memory: cannot keep %s as %s\n", gguf_path, kp);
+            }
             unlink(gguf_path);
         }
         qe_gguf_close(voc);

@@ -121,6 +121,10 @@ TEST(all_specs_load)
     for (int i = 0; i < 3; i++) {
         qe_suite *s = qe_suite_load_name(suites[i], &e);
         CHECKF(s && s->n > 0, "%s: %s", suites[i], e.msg);
+        /* default caps qeval run's text (sized to the 1 h budget), the others do not */
+        if (s)
+            CHECKF(s->text_chunks == (i == 1 ? 12 : 0), "%s: text_chunks %d", suites[i],
+                   s->text_chunks);
         for (int k = 0; s && k < s->n; k++) {
             qe_task *t = qe_task_load_name(s->entries[k].task, &e);
             CHECKF(t != NULL, "suite %s: %s", suites[i], e.msg);
@@ -147,6 +151,10 @@ TEST(bad_specs)
            e.msg);
     t = qe_task_load("tests/data/missing.json", "tests/data", &e);
     CHECK(!t && e.code == QE_EIO);
+    qe_suite *su = qe_suite_load("tests/data/bad_suite.json", &e);
+    CHECKF(!su && strstr(e.msg, "bad_suite.json: text_chunks: expected a number in [0, 1e+06]"),
+           "%s", e.msg);
+    qe_suite_free(su);
 }
 
 /* ----------------------------------------------------------- fake LM */

@@ -739,7 +739,7 @@ qe_suite *qe_suite_load(const char *path, qe_err *err)
         qe_err_set(err, QE_ENOMEM, "out of memory");
         return NULL;
     }
-    static const char *const keys[] = {"name", "description", "tasks", NULL};
+    static const char *const keys[] = {"name", "description", "text_chunks", "tasks", NULL};
     if (!cJSON_IsObject(j))
         rc = qe_err_set(err, QE_EJSON, "%s: malformed JSON or not an object", base);
     if (!rc)
@@ -748,6 +748,10 @@ qe_suite *qe_suite_load(const char *path, qe_err *err)
         rc = get_fixed(j, "name", true, s->name, sizeof s->name, base, "", err);
     if (!rc)
         rc = get_str(j, "description", false, &s->description, base, "", err);
+    double tc = 0;
+    if (!rc)
+        rc = get_num(j, "text_chunks", 0, 1e6, &tc, base, "", err);
+    s->text_chunks = (int)tc;
     const cJSON *ts = rc ? NULL : cJSON_GetObjectItemCaseSensitive(j, "tasks");
     if (!rc && !cJSON_IsArray(ts))
         rc = qe_err_set(err, QE_EJSON, "%s: tasks: expected an array", base);

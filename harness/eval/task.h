@@ -229,6 +229,7 @@ typedef struct qe_suite_entry {
 typedef struct qe_suite {
     char name[64];
     char *description;
+    int text_chunks;         /* qeval run: perplexity/KLD text chunks (0 = all) */
     int n;
     qe_suite_entry *entries;
 } qe_suite;

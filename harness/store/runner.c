@@ -591,6 +591,14 @@ static int setup_text(runner *r, qe_err *err)
         return qe_err_prefix(err, "%s: tokenizing", path);
     r->bos = qe_tokenizer_add_bos(r->ref->tok) ? qe_tokenizer_bos(r->ref->tok) : -1;
     r->n_chunks = (int)(r->n_tokens / (size_t)r->n_ctx);
+    if (r->o->suite) { /* the suite may cap the text, as it caps each task */
+        qe_suite *su = qe_suite_load_name(r->o->suite, err);
+        if (!su)
+            return err ? err->code : QE_ENOTFOUND;
+        if (su->text_chunks > 0 && r->n_chunks > su->text_chunks)
+            r->n_chunks = su->text_chunks;
+        qe_suite_free(su);
+    }
     if (r->o->limit > 0 && r->n_chunks > r->o->limit)
         r->n_chunks = (int)r->o->limit;
     if (r->n_chunks < 2)
