@@ -48,134 +48,13 @@
 
 #include "../harness/model/gguf.h"
 #include "../harness/model/model.h"
+#include "../harness/model/quantize_model.h"
 #include "../quant/quant.h"
 
 #define MIB (1024.0 * 1024.0)
 #define SLACK 1.10 /* the acceptance item's +10 % */
 
-typedef struct shape {
-    const char *name, *arch;
-    int n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv;
-    bool bias;
-    float rope_base, eps;
-    int n_ctx_train;
-    const char *vocab; /* llama.cpp vocab-only GGUF under $QEVAL_ASSETS/tokenizers/llama.cpp-vocab */
-} shape;
-
-static const shape SHAPES[] = {
-    {"smollm-135m", "llama", 49152, 576, 1536, 30, 9, 3, false, 10000.f, 1e-5f, 2048,
-     "ggml-vocab-starcoder.gguf"},
-    {"qwen2.5-0.5b", "qwen2", 151936, 896, 4864, 24, 14, 2, true, 1e6f, 1e-6f, 32768,
-     "ggml-vocab-gpt-2.gguf"},
-};
-static const char *TYPES[] = {"f16", "q8_0", "q4_K", "q2_K"};
-
-/* ------------------------------------------------------------ random model */
-
-static uint64_t rs = 88172645463325252ull;
-static inline float urand(void) /* uniform [-1, 1) */
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (float)((int32_t)(rs >> 32)) * (1.0f / 2147483648.0f);
-}
-
-/* llama-quantize's fallback for k-quant rows not a multiple of 256. */
-static int fallback_type(int type, int n_in)
-{
-    if (n_in % 256 == 0)
-        return type;
-    if (type == QE_TYPE_Q4_K)
-        return QE_TYPE_Q5_0;
-    if (type == QE_TYPE_Q2_K)
-        return QE_TYPE_IQ4_NL;
-    return type;
-}
-
-/* Append a tensor of n_out rows x n_in values (uniform amp, offset off). */
-static int add(qe_model *m, const char *name, int type, int n_in, int n_out, float amp, float off)
-{
-    type = fallback_type(type, n_in);
-    const qe_type_traits *tr = qe_type_get(type);
-    size_t row = qe_type_row_nbytes(type, n_in);
-    if (!tr || row == 0 || (type != QE_TYPE_F32 && type != QE_TYPE_F16 && !tr->from_float_ref)) {
-        fprintf(stderr, "bench_memory: cannot build %s as %s\n", name, tr ? tr->name : "?");
-        return -1;
-    }
-    uint8_t *data = malloc(row * (size_t)n_out);
-    float *x = malloc((size_t)n_in * sizeof(float));
-    if (!data || !x) {
-        free(data);
-        free(x);
-        return -1;
-    }
-    for (int r = 0; r < n_out; r++) {
-        for (int i = 0; i < n_in; i++)
-            x[i] = off + amp * urand();
-        uint8_t *dst = data + (size_t)r * row;
-        if (type == QE_TYPE_F32)
-            memcpy(dst, x, (size_t)n_in * 4);
-        else if (type == QE_TYPE_F16)
-            for (int i = 0; i < n_in; i++)
-                ((uint16_t *)dst)[i] = qe_fp32_to_fp16(x[i]);
-        else
-            tr->from_float_ref(x, dst, n_in, NULL);
-    }
-    free(x);
-    int64_t ne[4] = {n_in, n_out, 1, 1};
-    qe_err err = {0};
-    if (qe_model_add_tensor(m, name, type, n_out > 1 ? 2 : 1, ne, data, data, &err)) {
-        fprintf(stderr, "bench_memory: %s\n", err.msg);
-        free(data);
-        return -1;
-    }
-    return 0;
-}
-
-/* The tensors of shape s, every 2-D weight in `type` (tied output). */
-static qe_model *build(const shape *s, int type)
-{
-    qe_model *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
-    const int E = s->n_embd, hd = s->n_embd / s->n_head;
-    const int qd = s->n_head * hd, kvd = s->n_head_kv * hd;
-    const float a = 0.035f; /* uniform amplitude: std 0.02 */
-    int rc = add(m, "token_embd.weight", type, E, s->n_vocab, a, 0);
-    rc |= add(m, "output_norm.weight", QE_TYPE_F32, E, 1, 0, 1);
-    char nm[96];
-    for (int l = 0; l < s->n_layer && rc == 0; l++) {
-#define W(suf, ni, no)                                    \
-    snprintf(nm, sizeof nm, "blk.%d." suf ".weight", l); \
-    rc |= add(m, nm, type, ni, no, a, 0)
-        W("attn_q", E, qd);
-        W("attn_k", E, kvd);
-        W("attn_v", E, kvd);
-        W("attn_output", qd, E);
-        W("ffn_gate", E, s->n_ff);
-        W("ffn_up", E, s->n_ff);
-        W("ffn_down", s->n_ff, E);
-#undef W
-        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
-        rc |= add(m, nm, QE_TYPE_F32, E, 1, 0, 1);
-        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
-        rc |= add(m, nm, QE_TYPE_F32, E, 1, 0, 1);
-        if (s->bias) {
-            snprintf(nm, sizeof nm, "blk.%d.attn_q.bias", l);
-            rc |= add(m, nm, QE_TYPE_F32, qd, 1, a, 0);
-            snprintf(nm, sizeof nm, "blk.%d.attn_k.bias", l);
-            rc |= add(m, nm, QE_TYPE_F32, kvd, 1, a, 0);
-            snprintf(nm, sizeof nm, "blk.%d.attn_v.bias", l);
-            rc |= add(m, nm, QE_TYPE_F32, kvd, 1, a, 0);
-        }
-    }
-    if (rc) {
-        qe_model_free(m);
-        return NULL;
-    }
-    return m;
-}
+#include "bench_models.h"
 
 /* ------------------------------------------------------------ GGUF writing */
 
@@ -269,22 +148,9 @@ static int write_model(const qe_model *m, const shape *s, int ftype, const qe_gg
     qe_gguf_builder *b = qe_gguf_builder_new(3, err);
     if (!b)
         return err->code ? err->code : QE_ENOMEM;
-    char k[128];
     int rc;
-#define KEY(suffix) (snprintf(k, sizeof k, "%s." suffix, s->arch), k)
-    if ((rc = qe_gguf_builder_set_str(b, "general.architecture", s->arch, err)) ||
-        (rc = qe_gguf_builder_set_str(b, "general.name", s->name, err)) ||
-        (rc = qe_gguf_builder_set_u32(b, KEY("context_length"), (uint32_t)s->n_ctx_train, err)) ||
-        (rc = qe_gguf_builder_set_u32(b, KEY("embedding_length"), (uint32_t)s->n_embd, err)) ||
-        (rc = qe_gguf_builder_set_u32(b, KEY("feed_forward_length"), (uint32_t)s->n_ff, err)) ||
-        (rc = qe_gguf_builder_set_u32(b, KEY("block_count"), (uint32_t)s->n_layer, err)) ||
-        (rc = qe_gguf_builder_set_u32(b, KEY("attention.head_count"), (uint32_t)s->n_head, err)) ||
-        (rc = qe_gguf_builder_set_u32(b, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv,
-                                      err)) ||
-        (rc = qe_gguf_builder_set_f32(b, KEY("attention.layer_norm_rms_epsilon"), s->eps, err)) ||
-        (rc = qe_gguf_builder_set_f32(b, KEY("rope.freq_base"), s->rope_base, err)))
+    if ((rc = qe_gguf_put_config(b, &m->cfg, err)))
         goto out;
-#undef KEY
     if ((rc = qe_gguf_builder_set_u32(b, "general.quantization_version", 2, err)))
         goto out;
     if (ftype >= 0 && (rc = qe_gguf_builder_set_u32(b, "general.file_type", (uint32_t)ftype, err)))

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../infer/infer.h"
+
 bool qe_arg_help(const char *a)
 {
     return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
@@ -105,4 +107,17 @@ int qe_report_error(const char *cmd, const qe_err *err)
     fprintf(stderr, "qeval %s: error: %s [%s]\n", cmd, err && err->msg[0] ? err->msg : "failed",
             qe_strerror(err ? err->code : QE_EINVAL));
     return QE_EXIT_USAGE;
+}
+
+bool qe_arg_numerics(const char *cmd, const char *s, int *out)
+{
+    if (strcmp(s, "exact") == 0)
+        *out = QE_NUMERICS_EXACT;
+    else if (strcmp(s, "llamacpp") == 0)
+        *out = QE_NUMERICS_LLAMACPP;
+    else {
+        qe_usage_error(cmd, "--numerics '%s': expected exact or llamacpp", s);
+        return false;
+    }
+    return true;
 }

@@ -58,6 +58,9 @@ const char *qe_arg_value(int argc, char **argv, int *i, const char *name, const 
 bool qe_arg_int(const char *opt, const char *s, long long lo, long long hi, long long *out);
 bool qe_arg_double(const char *opt, const char *s, double *out);
 bool qe_arg_bytes(const char *opt, const char *s, uint64_t *out);
+/* --numerics exact|llamacpp -> QE_NUMERICS_* (harness/infer/infer.h); on
+ * error print a usage message for cmd and return false. */
+bool qe_arg_numerics(const char *cmd, const char *s, int *out);
 /* Print "qeval <cmd>: <message>\nTry 'qeval <cmd> --help'." and return 2. */
 int qe_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print "qeval <cmd>: <err->msg>" and return 2 (bad input) */

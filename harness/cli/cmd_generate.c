@@ -53,15 +53,8 @@ int qe_cmd_generate(int argc, char **argv)
             if (i > argc || !qe_arg_int("--threads", v, 1, 1024, &n_threads))
                 return QE_EXIT_USAGE;
         } else if (OPT("--numerics", NULL)) {
-            if (i > argc)
+            if (i > argc || !qe_arg_numerics("generate", v, &numerics))
                 return QE_EXIT_USAGE;
-            if (strcmp(v, "exact") == 0)
-                numerics = QE_NUMERICS_EXACT;
-            else if (strcmp(v, "llamacpp") == 0)
-                numerics = QE_NUMERICS_LLAMACPP;
-            else
-                return qe_usage_error("generate", "--numerics '%s': expected exact or llamacpp",
-                                      v);
         } else if (argv[i][0] == '-') {
             return qe_usage_error("generate", "unknown option '%s'", argv[i]);
         } else if (!model_path) {

@@ -104,14 +104,8 @@ int qe_cmd_ppl(int argc, char **argv)
                 return QE_EXIT_USAGE;
             base_path = v;
         } else if (OPT("--numerics", NULL)) {
-            if (i > argc)
+            if (i > argc || !qe_arg_numerics("ppl", v, &numerics))
                 return QE_EXIT_USAGE;
-            if (strcmp(v, "exact") == 0)
-                numerics = QE_NUMERICS_EXACT;
-            else if (strcmp(v, "llamacpp") == 0)
-                numerics = QE_NUMERICS_LLAMACPP;
-            else
-                return qe_usage_error("ppl", "--numerics '%s': expected exact or llamacpp", v);
         } else if (argv[i][0] == '-') {
             return qe_usage_error("ppl", "unknown option '%s'", argv[i]);
         } else if (!model_path) {

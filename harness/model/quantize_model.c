@@ -298,10 +298,8 @@ static int copy_src_kvs(qe_gguf_builder *b, const qe_gguf *g, qe_err *err)
     return 0;
 }
 
-/* llama.cpp metadata for a model loaded from safetensors / llama2.c. */
-static int synth_kvs(qe_gguf_builder *b, const qe_model *m, qe_err *err)
+int qe_gguf_put_config(qe_gguf_builder *b, const qe_config *c, qe_err *err)
 {
-    const qe_config *c = &m->cfg;
     char k[128];
     int rc;
 #define KEY(suffix) (snprintf(k, sizeof k, "%s." suffix, c->arch), k)
@@ -325,6 +323,15 @@ static int synth_kvs(qe_gguf_builder *b, const qe_model *m, qe_err *err)
                                        err))))
         return rc;
 #undef KEY
+    return 0;
+}
+
+/* llama.cpp metadata for a model loaded from safetensors / llama2.c. */
+static int synth_kvs(qe_gguf_builder *b, const qe_model *m, qe_err *err)
+{
+    int rc = qe_gguf_put_config(b, &m->cfg, err);
+    if (rc)
+        return rc;
     const qe_tokenizer *t = m->tok;
     if (!t)
         return 0;

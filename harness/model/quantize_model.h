@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../util/common.h"
+#include "gguf.h"
 #include "imatrix_io.h"
 #include "model.h"
 #include "recipe_json.h"
@@ -74,6 +75,13 @@ void qe_quant_report_free(qe_quant_report *r); /* frees r->tensors, not r */
  */
 qe_model *qe_model_quantize(const qe_model *ref, const qe_quant_opts *opts, qe_quant_report *rep,
                             qe_err *err);
+
+/* The llama.cpp hyperparameter keys of c (general.architecture/name,
+ * <arch>.context_length, embedding_length, feed_forward_length,
+ * block_count, attention.head_count(_kv), rope.dimension_count,
+ * attention.layer_norm_rms_epsilon, rope.freq_base, and key/value_length
+ * when head_dim is not n_embd / n_head). */
+int qe_gguf_put_config(qe_gguf_builder *b, const qe_config *c, qe_err *err);
 
 /* What qe_model_write_gguf records besides the tensors. */
 typedef struct qe_gguf_write_info {
