@@ -17,18 +17,6 @@
 
 #define QK_K QE_QK_K
 
-static inline void get_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,
-                                    uint8_t *restrict m)
-{
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-    }
-}
-
 /* Pack 256 2-bit levels: per 128-weight half, byte l holds weights
  * l, l+32, l+64, l+96 at bit offsets 0, 2, 4, 6. */
 static void pack_2bit(const uint8_t *L, uint8_t *qs)
@@ -357,9 +345,9 @@ static void q4_K_to_float(const void *restrict vx, float *restrict y, int64_t k)
         int is = 0;
         uint8_t sc, m;
         for (int j = 0; j < QK_K; j += 64) {
-            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is + 0, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; ++l)
                 *y++ = d1 * (q[l] & 0xF) - m1;
@@ -380,9 +368,9 @@ static void q5_K_to_float(const void *restrict vx, float *restrict y, int64_t k)
         int is = 0;
         uint8_t sc, m, u1 = 1, u2 = 2;
         for (int j = 0; j < QK_K; j += 64) {
-            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is + 0, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; ++l)
                 *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
@@ -418,7 +406,7 @@ static void k4_requant(const float *restrict x, const uint8_t *s12, qe_half hd, 
 {
     uint8_t sc, m;
     for (int j = 0; j < QK_K / 32; ++j) {
-        get_scale_min_k4(j, s12, &sc, &m);
+        qe_scale_min_k4(j, s12, &sc, &m);
         const float d = qe_h2f(hd) * sc;
         if (!d)
             continue;

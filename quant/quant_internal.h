@@ -157,6 +157,20 @@ static inline bool qe_all_finite(const float *x, int64_t n)
     return true;
 }
 
+/* The 6-bit scale *d and min *m of 32-weight sub-block j (0..7) of a
+ * q4_K/q5_K block's 12 packed scale bytes q (GGUF layout). */
+static inline void qe_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,
+                                   uint8_t *restrict m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+    }
+}
+
 /* ---- scale / min searches (kquant_search.c), ggml semantics --------- */
 float qe_make_qx_quants(int n, int nmax, const float *restrict x, int8_t *restrict L,
                         int rmse_type, const float *restrict qw);

@@ -216,17 +216,6 @@ TGT static void q3_K_to_float_avx2(const void *restrict vx, float *restrict y, i
     }
 }
 
-static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
-{
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-    }
-}
-
 TGT static void q4_K_to_float_avx2(const void *restrict vx, float *restrict y, int64_t k)
 {
     const qe_block_q4_K *x = vx;
@@ -236,9 +225,9 @@ TGT static void q4_K_to_float_avx2(const void *restrict vx, float *restrict y, i
         const uint8_t *q = x[i].qs;
         for (int is = 0; is < 8; is += 2, q += 32, y += 64) {
             uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is, x[i].scales, &sc, &m);
             const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(min * m);
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const __m256 d2 = _mm256_set1_ps(d * sc), m2 = _mm256_set1_ps(min * m);
             for (int l = 0; l < 32; l += 8) {
                 __m256i b = ld8_u8(q + l);
@@ -258,9 +247,9 @@ TGT static void q5_K_to_float_avx2(const void *restrict vx, float *restrict y, i
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
         for (int is = 0; is < 8; is += 2, ql += 32, y += 64) {
             uint8_t sc, m;
-            scale_min_k4(is, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is, x[i].scales, &sc, &m);
             const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(min * m);
-            scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            qe_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const __m256 d2 = _mm256_set1_ps(d * sc), m2 = _mm256_set1_ps(min * m);
             const __m128i s1 = _mm_cvtsi32_si128(is), s2 = _mm_cvtsi32_si128(is + 1);
             for (int l = 0; l < 32; l += 8) {
