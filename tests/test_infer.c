@@ -646,6 +646,45 @@ TEST(llamacpp_numerics_deterministic_and_close)
 
 #endif
 
+/*
+ * Deferred logits (qe_infer_eval_defer + qe_infer_logits, how ppl/KLD
+ * bound their logit memory for big vocabularies): blocks of more than
+ * QE_DECODE_MAX_T rows, in any order, give the same bits as qe_infer_eval;
+ * out-of-range rows and a new eval are refused / invalidate.
+ */
+TEST(deferred_logits_blocks_bit_identical)
+{
+    qe_err err = {0};
+    qe_model *m = qe_model_load(test_asset("models/stories260K/stories260K.gguf"), NULL, &err);
+    REQUIRE(m, "%s", err.msg);
+    enum { N = 96, FROM = 40 };
+    int32_t tok[N];
+    for (int i = 0; i < N; i++)
+        tok[i] = (int32_t)(1 + (i * 53 + 7) % (m->cfg.n_vocab - 1));
+    const size_t nv = (size_t)m->cfg.n_vocab, rows = N - FROM;
+    float *full = malloc(rows * nv * 4), *blk = malloc(rows * nv * 4);
+    qe_infer_opts o = {.n_ctx = N, .n_threads = 2, .n_batch = N};
+    qe_infer *inf = qe_infer_new(m, &o, &err);
+    REQUIRE(inf && full && blk, "%s", err.msg);
+    CHECK(qe_infer_eval(inf, tok, N, FROM, full, &err) == 0);
+    qe_infer_rewind(inf, 0);
+    CHECK(qe_infer_eval_defer(inf, tok, N, FROM, &err) == 0);
+    /* blocks 3, 17, 30 and the last 6, computed last block first */
+    static const int cut[] = {0, 3, 20, 50, 56};
+    for (int b = 3; b >= 0; b--)
+        CHECKF(qe_infer_logits(inf, cut[b], cut[b + 1] - cut[b], blk + cut[b] * nv, &err) == 0,
+               "%s", err.msg);
+    CHECK(memcmp(full, blk, rows * nv * 4) == 0);
+    CHECK(qe_infer_logits(inf, 50, 7, blk, &err) == QE_EINVAL); /* past the deferred rows */
+    qe_infer_rewind(inf, 0);
+    CHECK(qe_infer_eval(inf, tok, 8, 0, full, &err) == 0);
+    CHECK(qe_infer_logits(inf, 0, 4, blk, &err) == QE_EINVAL); /* invalidated by the eval */
+    qe_infer_free(inf);
+    qe_model_free(m);
+    free(full);
+    free(blk);
+}
+
 int main(void)
 {
     RUN(gemm_isas_bit_identical);
@@ -657,6 +696,7 @@ int main(void)
 #ifndef TEST_NO_ASSETS
     RUN(stories260K_greedy_matches_llama_simple);
     RUN(llamacpp_numerics_deterministic_and_close);
+    RUN(deferred_logits_blocks_bit_identical);
 #endif
     return test_finish();
 }

@@ -92,6 +92,7 @@ struct qe_infer {
     void *lc_ws;    /* (lc_ws_nbytes) llamacpp numerics: quantized activations */
     size_t lc_ws_nbytes;
     int q_dim, kv_dim; /* n_head*head_dim, n_head_kv*head_dim */
+    int defer_from, defer_n; /* qe_infer_eval_defer: normed rows kept in xb */
     qe_matmul_hook hook;
     void *hook_ud;
 
@@ -982,8 +983,9 @@ static const char *wname(qe_infer *inf, int l, int j, const char *suffix)
 /* T tokens at positions n_past..; logits for rows >= logits_from into
  * logits (row-major) unless logits is NULL. */
 static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from, float *logits,
-                   qe_err *err)
+                   bool defer, qe_err *err)
 {
+    inf->defer_n = 0;
     const qe_config *c = &inf->cfg;
     const int E = c->n_embd, F = c->n_ff;
     const int qd = inf->q_dim, kvd = inf->kv_dim, pos0 = inf->n_past;
@@ -1024,14 +1026,42 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
     }
     inf->n_past += T;
 
-    if (logits && logits_from < T) {
+    if ((logits || defer) && logits_from < T) {
         const int n_out = T - logits_from;
         float *xo = inf->xb + (size_t)logits_from * E;
         rmsnorm_rows(inf, xo, inf->x + (size_t)logits_from * E, inf->output_norm, n_out);
+        if (defer) { /* qe_infer_logits applies the output matrix later */
+            inf->defer_from = logits_from;
+            inf->defer_n = n_out;
+            return 0;
+        }
         return matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab, NULL,
                       0, err);
     }
     return 0;
+}
+
+int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_from,
+                        qe_err *err)
+{
+    if (n < 1 || !tokens || n > inf->n_batch)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_eval_defer: %d tokens (1 .. n_batch %d)", n,
+                          inf->n_batch);
+    if (n > inf->n_ctx - inf->n_past)
+        return qe_err_set(err, QE_EBOUNDS, "qe_infer_eval_defer: %d tokens after %d cached "
+                          "positions exceed the context of %d", n, inf->n_past, inf->n_ctx);
+    return forward(inf, tokens, n, logits_from < 0 ? 0 : logits_from, NULL, true, err);
+}
+
+int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *err)
+{
+    if (!logits || r0 < 0 || n_rows < 1 || r0 + n_rows > inf->defer_n)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_logits: rows %d..%d of %d deferred", r0,
+                          r0 + n_rows - 1, inf->defer_n);
+    const int E = inf->cfg.n_embd;
+    const float *xo = inf->xb + (size_t)(inf->defer_from + r0) * E;
+    return matmul(inf, &inf->output, "output.weight", xo, E, n_rows, logits, inf->cfg.n_vocab,
+                  NULL, 0, err);
 }
 
 int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, float *logits,
@@ -1052,7 +1082,7 @@ int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, 
         float *out = NULL;
         if (logits && from < T)
             out = logits + (size_t)(s + from - logits_from) * inf->cfg.n_vocab;
-        int rc = forward(inf, tokens + s, T, from, out, err);
+        int rc = forward(inf, tokens + s, T, from, out, false, err);
         if (rc)
             return rc;
     }

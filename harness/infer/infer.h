@@ -72,6 +72,21 @@ int qe_infer_n_vocab(const qe_infer *inf);
 int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, float *logits,
                   qe_err *err);
 
+/*
+ * Logits on demand, in blocks (so a 152k vocab does not need n x n_vocab
+ * floats at once): qe_infer_eval_defer runs n tokens (one batch: n <=
+ * n_batch) like qe_infer_eval, but only keeps the final-normed hidden
+ * states of positions >= logits_from.  qe_infer_logits then writes the
+ * logits of deferred rows r0 .. r0+n_rows-1 (row 0 = position
+ * logits_from) into logits (n_rows x n_vocab).  Rows from blocks of more
+ * than QE_DECODE_MAX_T rows, or from one block of all deferred rows, are
+ * bit-identical to what qe_infer_eval writes.  Any later eval invalidates
+ * the deferred rows.
+ */
+int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_from,
+                        qe_err *err);
+int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *err);
+
 /* Greedy decode: feed prompt, then generate up to n_max tokens, stopping
  * at end-of-generation tokens.  *out malloc'd (caller frees). */
 int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,

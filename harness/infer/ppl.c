@@ -23,16 +23,40 @@ static int n_threads_of(const qe_ppl_opts *o)
     return o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
 }
 
-/* Run one chunk: KV cleared, first token replaced by BOS; logits of
- * positions first..n_ctx-1 into logits (n_ctx - first rows). */
+/* Run one chunk: KV cleared, first token replaced by BOS; the logits of
+ * positions first..n_ctx-1 are deferred (qe_infer_logits, by blocks). */
 static int eval_chunk(qe_infer *inf, const int32_t *chunk, int n_ctx, int32_t bos, int32_t *tmp,
-                      float *logits, qe_err *err)
+                      qe_err *err)
 {
     memcpy(tmp, chunk, (size_t)n_ctx * sizeof(int32_t));
     if (bos >= 0)
         tmp[0] = bos;
     qe_infer_rewind(inf, 0);
-    return qe_infer_eval(inf, tmp, n_ctx, n_ctx / 2, logits, err);
+    return qe_infer_eval_defer(inf, tmp, n_ctx, n_ctx / 2, err);
+}
+
+/* Logit rows are made in blocks of at most LOGIT_BLOCK_BYTES (at least 16
+ * rows), so a 152k vocab costs ~32 MiB instead of n_ctx/2 x n_vocab
+ * floats.  The buffer holds QE_DECODE_MAX_T more rows: a remainder that
+ * small joins the previous block, because every block must take the
+ * batched GEMM path to give the same bits as one block of all rows. */
+#define LOGIT_BLOCK_BYTES (32u << 20)
+
+static int logit_block_rows(int n_out, int n_vocab)
+{
+    size_t b = LOGIT_BLOCK_BYTES / ((size_t)n_vocab * sizeof(float));
+    if (b < 16)
+        b = 16;
+    return b < (size_t)n_out ? (int)b : n_out;
+}
+
+/* The next block [r0, r0 + *nb) of n_out deferred rows. */
+static int next_block(int r0, int n_out, int B)
+{
+    int nb = n_out - r0 < B ? n_out - r0 : B;
+    if (n_out - (r0 + nb) <= QE_DECODE_MAX_T)
+        nb = n_out - r0;
+    return nb;
 }
 
 /* -log softmax(lg)[tok] as llama-perplexity computes it: float max, sum of
@@ -92,7 +116,8 @@ int qe_ppl_run(const qe_model *m, const int32_t *tokens, size_t n_tokens, const 
 
     int rc = 0;
     qe_infer *inf = make_infer(m, n_ctx, opts, err);
-    float *logits = malloc((size_t)(n_ctx - first) * n_vocab * sizeof(float));
+    const int n_out = n_ctx - first, B = logit_block_rows(n_out, n_vocab);
+    float *logits = malloc((size_t)(B + QE_DECODE_MAX_T) * n_vocab * sizeof(float));
     int32_t *tmp = malloc((size_t)n_ctx * sizeof(int32_t));
     res->nll = malloc(n_chunk * n_per * sizeof(double));
     res->target = malloc(n_chunk * n_per * sizeof(int32_t));
@@ -116,13 +141,20 @@ int qe_ppl_run(const qe_model *m, const int32_t *tokens, size_t n_tokens, const 
     double sum = 0.0, sum2 = 0.0;
     for (size_t c = 0; c < n_chunk; c++) {
         const int32_t *chunk = tokens + c * n_ctx;
-        if ((rc = eval_chunk(inf, chunk, n_ctx, bos, tmp, logits, err)))
+        if ((rc = eval_chunk(inf, chunk, n_ctx, bos, tmp, err)))
             goto out;
         double *nll = res->nll + c * n_per;
+        for (int r0 = 0, nb; r0 < n_per; r0 += nb) {
+            nb = next_block(r0, n_out, B);
+            if ((rc = qe_infer_logits(inf, r0, nb, logits, err)))
+                goto out;
+            const int ns = r0 + nb > n_per ? n_per - r0 : nb; /* the last row is not scored */
 #pragma omp parallel for num_threads(n_threads_of(opts)) schedule(static) \
-    if ((double)n_per * n_vocab >= (1 << 18))
-        for (int j = 0; j < n_per; j++)
-            nll[j] = row_nll(logits + (size_t)j * n_vocab, n_vocab, chunk[first + 1 + j]);
+    if ((double)ns * n_vocab >= (1 << 18))
+            for (int j = 0; j < ns; j++)
+                nll[r0 + j] = row_nll(logits + (size_t)j * n_vocab, n_vocab,
+                                      chunk[first + 1 + r0 + j]);
+        }
         for (int j = 0; j < n_per; j++) {
             res->target[c * n_per + j] = chunk[first + 1 + j];
             sum += nll[j];
@@ -141,7 +173,7 @@ int qe_ppl_run(const qe_model *m, const int32_t *tokens, size_t n_tokens, const 
     if (opts && opts->log)
         fputc('\n', opts->log);
     res->seconds = qe_now() - t0;
-    res->core_nbytes = qe_infer_alloc_nbytes(inf) + (uint64_t)(n_ctx - first) * n_vocab * 4;
+    res->core_nbytes = qe_infer_alloc_nbytes(inf) + (uint64_t)(B + QE_DECODE_MAX_T) * n_vocab * 4;
     const double N = (double)res->n_scored;
     res->mean_nll = sum / N;
     res->ppl = exp(res->mean_nll);
@@ -434,8 +466,9 @@ int qe_kld_run(const qe_model *ref, const qe_model *cand, const int32_t *tokens,
     const int first = n_ctx / 2, n_per = res->n_per_chunk;
     qe_infer *ib = make_infer(ref, n_ctx, opts, err);
     qe_infer *iq = ib ? make_infer(cand, n_ctx, opts, err) : NULL;
-    float *lb = malloc((size_t)(n_ctx - first) * nv * sizeof(float));
-    float *lq = malloc((size_t)(n_ctx - first) * nv * sizeof(float));
+    const int n_out = n_ctx - first, B = logit_block_rows(n_out, nv);
+    float *lb = malloc((size_t)(B + QE_DECODE_MAX_T) * nv * sizeof(float));
+    float *lq = malloc((size_t)(B + QE_DECODE_MAX_T) * nv * sizeof(float));
     int32_t *tmp = malloc((size_t)n_ctx * sizeof(int32_t));
     if (!ib || !iq) {
         rc = err ? err->code : QE_EINVAL;
@@ -451,17 +484,25 @@ int qe_kld_run(const qe_model *ref, const qe_model *cand, const int32_t *tokens,
     const double t0 = qe_now();
     for (size_t c = 0; c < n_chunk; c++) {
         const int32_t *chunk = tokens + c * n_ctx;
-        if ((rc = eval_chunk(ib, chunk, n_ctx, bos, tmp, lb, err)))
+        if ((rc = eval_chunk(ib, chunk, n_ctx, bos, tmp, err)))
             goto out;
-        if ((rc = eval_chunk(iq, chunk, n_ctx, bos, tmp, lq, err)))
+        if ((rc = eval_chunk(iq, chunk, n_ctx, bos, tmp, err)))
             goto out;
-        const size_t o = c * n_per;
+        for (int r0 = 0, nb; r0 < n_per; r0 += nb) {
+            nb = next_block(r0, n_out, B);
+            if ((rc = qe_infer_logits(ib, r0, nb, lb, err)) ||
+                (rc = qe_infer_logits(iq, r0, nb, lq, err)))
+                goto out;
+            const int m = r0 + nb > n_per ? n_per - r0 : nb;
+            const size_t o = c * n_per + (size_t)r0;
 #pragma omp parallel for num_threads(n_threads_of(opts)) schedule(static) \
-    if ((double)n_per * nv >= (1 << 16))
-        for (int j = 0; j < n_per; j++)
-            kld_token_exact(lb + (size_t)j * nv, lq + (size_t)j * nv, nv, chunk[first + 1 + j],
-                            &res->kld[o + j], &res->nll_q[o + j], &res->nll_base[o + j],
-                            &res->dp[o + j], &res->same_top[o + j]);
+    if ((double)m * nv >= (1 << 16))
+            for (int j = 0; j < m; j++)
+                kld_token_exact(lb + (size_t)j * nv, lq + (size_t)j * nv, nv,
+                                chunk[first + 1 + r0 + j], &res->kld[o + j], &res->nll_q[o + j],
+                                &res->nll_base[o + j], &res->dp[o + j], &res->same_top[o + j]);
+        }
+        const size_t o = c * n_per;
         if (opts && opts->log)
             kld_chunk_line(opts->log, res, o + n_per, (int)c + 1);
         if (opts && opts->progress)
@@ -653,7 +694,8 @@ int qe_kld_run_base(const qe_model *cand, const qe_kld_base *base, const qe_ppl_
         return rc;
     const int first = n_ctx / 2, n_per = res->n_per_chunk;
     qe_infer *iq = make_infer(cand, n_ctx, opts, err);
-    float *lq = malloc((size_t)(n_ctx - first) * nv * sizeof(float));
+    const int n_out = n_ctx - first, B = logit_block_rows(n_out, nv);
+    float *lq = malloc((size_t)(B + QE_DECODE_MAX_T) * nv * sizeof(float));
     int32_t *chunk = malloc((size_t)n_ctx * sizeof(int32_t));
     int32_t *tmp = malloc((size_t)n_ctx * sizeof(int32_t));
     if (!iq) {
@@ -672,15 +714,22 @@ int qe_kld_run_base(const qe_model *cand, const qe_kld_base *base, const qe_ppl_
     for (size_t c = 0; c < n_chunk; c++) {
         for (int i = 0; i < n_ctx; i++)
             chunk[i] = qe_kld_base_token(base, c * n_ctx + i);
-        if ((rc = eval_chunk(iq, chunk, n_ctx, bos, tmp, lq, err)))
+        if ((rc = eval_chunk(iq, chunk, n_ctx, bos, tmp, err)))
             goto out;
-        const size_t o = c * n_per;
+        for (int r0 = 0, nb; r0 < n_per; r0 += nb) {
+            nb = next_block(r0, n_out, B);
+            if ((rc = qe_infer_logits(iq, r0, nb, lq, err)))
+                goto out;
+            const int m = r0 + nb > n_per ? n_per - r0 : nb;
+            const size_t o = c * n_per + (size_t)r0;
 #pragma omp parallel for num_threads(n_threads_of(opts)) schedule(static) \
-    if ((double)n_per * nv >= (1 << 16))
-        for (int j = 0; j < n_per; j++)
-            kld_token_base(lq + (size_t)j * nv, nv, base->rows + (o + j) * row_nbytes,
-                           chunk[first + 1 + j], &res->kld[o + j], &res->nll_q[o + j],
+    if ((double)m * nv >= (1 << 16))
+            for (int j = 0; j < m; j++)
+                kld_token_base(lq + (size_t)j * nv, nv, base->rows + (o + j) * row_nbytes,
+                               chunk[first + 1 + r0 + j], &res->kld[o + j], &res->nll_q[o + j],
                            &res->nll_base[o + j], &res->dp[o + j], &res->same_top[o + j]);
+        }
+        const size_t o = c * n_per;
         if (opts && opts->log)
             kld_chunk_line(opts->log, res, o + n_per, (int)c + 1);
         if (opts && opts->progress)
