@@ -313,9 +313,16 @@ static void print_row(const char *model, const char *type, const char *text, dou
     fflush(stdout);
 }
 
+/* The logit block inside `core`, sized as harness/infer/ppl.c does: rows
+ * of the n_ctx/2 scored positions in blocks of <= 32 MiB (>= 16 rows),
+ * plus QE_DECODE_MAX_T (2) rows for a merged remainder. */
 static double logits_mib(int n_ctx, int n_vocab)
 {
-    return (double)(n_ctx - n_ctx / 2) * n_vocab * sizeof(float) / MIB;
+    const size_t n_out = (size_t)(n_ctx - n_ctx / 2);
+    size_t b = (32u << 20) / ((size_t)n_vocab * sizeof(float));
+    b = b < 16 ? 16 : b;
+    b = b < n_out ? b : n_out;
+    return (double)(b + 2) * n_vocab * sizeof(float) / MIB;
 }
 
 /* exact, comma-separated name match in list */
@@ -380,7 +387,7 @@ int main(int argc, char **argv)
     printf("bench_memory: `qeval ppl MODEL --text T --ctx %d --chunks 2 --threads %d`, "
            "peak RSS vs budget = (file + core) x %.2f\n", n_ctx, n_threads, SLACK);
     printf("MiB throughout.  core: qeval's own figure (KV cache, activations, scratch, logits), "
-           "logits: its n_ctx/2 x n_vocab f32 part;\nrss: ru_maxrss; anon / mapped: sampled "
+           "logits: its block of f32 logit rows (<= 32 MiB);\nrss: ru_maxrss; anon / mapped: sampled "
            "peaks of RssAnon and RssFile+RssShmem; tokens: the whole text, tokenized\n");
     printf("%-13s %-5s %-5s %8s %8s %8s %8s %8s %8s %-4s %8s %8s %7s %6s\n", "model", "type",
            "text", "file", "core", "logits", "budget", "rss", "rss/bud", "", "anon", "mapped",
