@@ -1027,29 +1027,43 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
     inf->n_past += T;
 
     if ((logits || defer) && logits_from < T) {
+        /* the final-normed rows stay in xb; qe_infer_logits applies the
+         * output matrix, now or (defer) when the caller asks */
         const int n_out = T - logits_from;
-        float *xo = inf->xb + (size_t)logits_from * E;
-        rmsnorm_rows(inf, xo, inf->x + (size_t)logits_from * E, inf->output_norm, n_out);
-        if (defer) { /* qe_infer_logits applies the output matrix later */
-            inf->defer_from = logits_from;
-            inf->defer_n = n_out;
-            return 0;
+        rmsnorm_rows(inf, inf->xb + (size_t)logits_from * E, inf->x + (size_t)logits_from * E,
+                     inf->output_norm, n_out);
+        inf->defer_from = logits_from;
+        inf->defer_n = n_out;
+        if (!defer) { /* qe_infer_eval: the rows are used up here */
+            rc = qe_infer_logits(inf, 0, n_out, logits, err);
+            inf->defer_n = 0;
+            return rc;
         }
-        return matmul(inf, &inf->output, "output.weight", xo, E, n_out, logits, c->n_vocab, NULL,
-                      0, err);
     }
+    return 0;
+}
+
+/* The checks qe_infer_eval and qe_infer_eval_defer share. */
+static int check_eval(const qe_infer *inf, const int32_t *tokens, int n, const char *fn,
+                      qe_err *err)
+{
+    if (n < 0 || (n > 0 && !tokens))
+        return qe_err_set(err, QE_EINVAL, "%s: bad token array (n=%d)", fn, n);
+    if (n > inf->n_ctx - inf->n_past)
+        return qe_err_set(err, QE_EBOUNDS, "%s: %d tokens after %d cached positions exceed the "
+                          "context of %d", fn, n, inf->n_past, inf->n_ctx);
     return 0;
 }
 
 int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_from,
                         qe_err *err)
 {
-    if (n < 1 || !tokens || n > inf->n_batch)
+    int rc = check_eval(inf, tokens, n, "qe_infer_eval_defer", err);
+    if (rc)
+        return rc;
+    if (n < 1 || n > inf->n_batch)
         return qe_err_set(err, QE_EINVAL, "qe_infer_eval_defer: %d tokens (1 .. n_batch %d)", n,
                           inf->n_batch);
-    if (n > inf->n_ctx - inf->n_past)
-        return qe_err_set(err, QE_EBOUNDS, "qe_infer_eval_defer: %d tokens after %d cached "
-                          "positions exceed the context of %d", n, inf->n_past, inf->n_ctx);
     return forward(inf, tokens, n, logits_from < 0 ? 0 : logits_from, NULL, true, err);
 }
 
@@ -1067,11 +1081,9 @@ int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *er
 int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, float *logits,
                   qe_err *err)
 {
-    if (n < 0 || (n > 0 && !tokens))
-        return qe_err_set(err, QE_EINVAL, "qe_infer_eval: bad token array (n=%d)", n);
-    if (n > inf->n_ctx - inf->n_past)
-        return qe_err_set(err, QE_EBOUNDS, "qe_infer_eval: %d tokens after %d cached positions "
-                          "exceed the context of %d", n, inf->n_past, inf->n_ctx);
+    int rc = check_eval(inf, tokens, n, "qe_infer_eval", err);
+    if (rc)
+        return rc;
     if (logits_from < 0)
         logits_from = 0;
     for (int s = 0; s < n; s += inf->n_batch) {
@@ -1082,7 +1094,7 @@ int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, 
         float *out = NULL;
         if (logits && from < T)
             out = logits + (size_t)(s + from - logits_from) * inf->cfg.n_vocab;
-        int rc = forward(inf, tokens + s, T, from, out, false, err);
+        rc = forward(inf, tokens + s, T, from, out, false, err);
         if (rc)
             return rc;
     }

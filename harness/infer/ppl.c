@@ -50,12 +50,15 @@ static int logit_block_rows(int n_out, int n_vocab)
     return b < (size_t)n_out ? (int)b : n_out;
 }
 
-/* The next block [r0, r0 + *nb) of n_out deferred rows. */
-static int next_block(int r0, int n_out, int B)
+/* The next block of deferred rows, [r0, r0 + return value) of n_out (a
+ * small remainder joins it); *n_scored: how many of its rows are among
+ * the n_per scored ones (the chunk's last row is not). */
+static int next_block(int r0, int n_out, int n_per, int B, int *n_scored)
 {
     int nb = n_out - r0 < B ? n_out - r0 : B;
     if (n_out - (r0 + nb) <= QE_DECODE_MAX_T)
         nb = n_out - r0;
+    *n_scored = r0 + nb > n_per ? n_per - r0 : nb;
     return nb;
 }
 
@@ -144,11 +147,10 @@ int qe_ppl_run(const qe_model *m, const int32_t *tokens, size_t n_tokens, const 
         if ((rc = eval_chunk(inf, chunk, n_ctx, bos, tmp, err)))
             goto out;
         double *nll = res->nll + c * n_per;
-        for (int r0 = 0, nb; r0 < n_per; r0 += nb) {
-            nb = next_block(r0, n_out, B);
+        for (int r0 = 0, nb, ns; r0 < n_per; r0 += nb) {
+            nb = next_block(r0, n_out, n_per, B, &ns);
             if ((rc = qe_infer_logits(inf, r0, nb, logits, err)))
                 goto out;
-            const int ns = r0 + nb > n_per ? n_per - r0 : nb; /* the last row is not scored */
 #pragma omp parallel for num_threads(n_threads_of(opts)) schedule(static) \
     if ((double)ns * n_vocab >= (1 << 18))
             for (int j = 0; j < ns; j++)
@@ -488,12 +490,11 @@ int qe_kld_run(const qe_model *ref, const qe_model *cand, const int32_t *tokens,
             goto out;
         if ((rc = eval_chunk(iq, chunk, n_ctx, bos, tmp, err)))
             goto out;
-        for (int r0 = 0, nb; r0 < n_per; r0 += nb) {
-            nb = next_block(r0, n_out, B);
+        for (int r0 = 0, nb, m; r0 < n_per; r0 += nb) {
+            nb = next_block(r0, n_out, n_per, B, &m);
             if ((rc = qe_infer_logits(ib, r0, nb, lb, err)) ||
                 (rc = qe_infer_logits(iq, r0, nb, lq, err)))
                 goto out;
-            const int m = r0 + nb > n_per ? n_per - r0 : nb;
             const size_t o = c * n_per + (size_t)r0;
 #pragma omp parallel for num_threads(n_threads_of(opts)) schedule(static) \
     if ((double)m * nv >= (1 << 16))
@@ -716,18 +717,17 @@ int qe_kld_run_base(const qe_model *cand, const qe_kld_base *base, const qe_ppl_
             chunk[i] = qe_kld_base_token(base, c * n_ctx + i);
         if ((rc = eval_chunk(iq, chunk, n_ctx, bos, tmp, err)))
             goto out;
-        for (int r0 = 0, nb; r0 < n_per; r0 += nb) {
-            nb = next_block(r0, n_out, B);
+        for (int r0 = 0, nb, m; r0 < n_per; r0 += nb) {
+            nb = next_block(r0, n_out, n_per, B, &m);
             if ((rc = qe_infer_logits(iq, r0, nb, lq, err)))
                 goto out;
-            const int m = r0 + nb > n_per ? n_per - r0 : nb;
             const size_t o = c * n_per + (size_t)r0;
 #pragma omp parallel for num_threads(n_threads_of(opts)) schedule(static) \
     if ((double)m * nv >= (1 << 16))
             for (int j = 0; j < m; j++)
                 kld_token_base(lq + (size_t)j * nv, nv, base->rows + (o + j) * row_nbytes,
                                chunk[first + 1 + r0 + j], &res->kld[o + j], &res->nll_q[o + j],
-                           &res->nll_base[o + j], &res->dp[o + j], &res->same_top[o + j]);
+                               &res->nll_base[o + j], &res->dp[o + j], &res->same_top[o + j]);
         }
         const size_t o = c * n_per;
         if (opts && opts->log)

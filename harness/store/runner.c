@@ -83,6 +83,7 @@ typedef struct runner {
     int64_t text_task;
     int32_t bos;
     /* variants and tasks */
+    qe_suite *suite; /* o->suite loaded once (NULL without --suite) */
     variant_spec *vs;
     int n_vs;
     task_spec *ts;
@@ -498,17 +499,11 @@ static int setup_tasks(runner *r, qe_err *err)
     const qe_run_opts *o = r->o;
     if (!o->suite && !o->tasks)
         return 0;
-    qe_suite *su = NULL;
-    int n = 0;
+    const qe_suite *su = r->suite;
+    int n = su ? su->n : 0;
     char **names = NULL;
     long long *limits = NULL;
     int rc = 0;
-    if (o->suite) {
-        su = qe_suite_load_name(o->suite, err);
-        if (!su)
-            return err ? err->code : QE_ENOTFOUND;
-        n = su->n;
-    }
     char *list = o->tasks ? strdup(o->tasks) : NULL;
     int n_list = 0;
     if (list)
@@ -570,8 +565,6 @@ out:
     free(list);
     free(names);
     free(limits);
-    if (su)
-        qe_suite_free(su);
     return rc;
 }
 
@@ -591,14 +584,9 @@ static int setup_text(runner *r, qe_err *err)
         return qe_err_prefix(err, "%s: tokenizing", path);
     r->bos = qe_tokenizer_add_bos(r->ref->tok) ? qe_tokenizer_bos(r->ref->tok) : -1;
     r->n_chunks = (int)(r->n_tokens / (size_t)r->n_ctx);
-    if (r->o->suite) { /* the suite may cap the text, as it caps each task */
-        qe_suite *su = qe_suite_load_name(r->o->suite, err);
-        if (!su)
-            return err ? err->code : QE_ENOTFOUND;
-        if (su->text_chunks > 0 && r->n_chunks > su->text_chunks)
-            r->n_chunks = su->text_chunks;
-        qe_suite_free(su);
-    }
+    /* the suite may cap the text, as it caps each task */
+    if (r->suite && r->suite->text_chunks > 0 && r->n_chunks > r->suite->text_chunks)
+        r->n_chunks = r->suite->text_chunks;
     if (r->o->limit > 0 && r->n_chunks > r->o->limit)
         r->n_chunks = (int)r->o->limit;
     if (r->n_chunks < 2)
@@ -680,6 +668,7 @@ static void runner_free(runner *r)
     for (int i = 0; i < r->n_ts; i++)
         qe_task_free(r->ts[i].t);
     free(r->ts);
+    qe_suite_free(r->suite);
     free(r->tokens);
     if (r->imatrix)
         qe_imatrix_free(r->imatrix);
@@ -785,6 +774,10 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
     if ((rc = qe_store_run_begin(r.s, &ri, &r.run_id, &resumed, err)))
         goto out;
     *run_id = r.run_id;
+    if (o->suite && !(r.suite = qe_suite_load_name(o->suite, err))) {
+        rc = err ? err->code : QE_ENOTFOUND;
+        goto out;
+    }
     if ((rc = setup_text(&r, err)) || (rc = setup_tasks(&r, err)))
         goto out;
     note("run %lld%s: %s, %d variants, text %d chunks x %d, %d tasks\n",
