@@ -74,23 +74,17 @@ static double peak_gflops(int n_threads)
 
 int main(int argc, char **argv)
 {
-    const char *models = "smollm,qwen", *types = "f16,q8_0,q4_K,q2_K";
-    int n_threads = 2, n_ctx = 512;
+    bench_args a = {.models = "smollm,qwen", .types = "f16,q8_0,q4_K,q2_K", .n_threads = 2,
+                    .n_ctx = 512};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--models") == 0 && i + 1 < argc)
-            models = argv[++i];
-        else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc)
-            types = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            n_threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc)
-            n_ctx = atoi(argv[++i]);
-        else {
+        if (!bench_common_arg(argc, argv, &i, &a)) {
             fprintf(stderr, "usage: %s [--models smollm,qwen] [--types f16,q8_0,q4_K,q2_K] "
                             "[--threads N] [--ctx 512]\n", argv[0]);
             return 2;
         }
     }
+    const char *models = a.models, *types = a.types;
+    const int n_threads = a.n_threads, n_ctx = a.n_ctx;
     if (n_threads < 1 || n_ctx < 16) {
         fprintf(stderr, "bench_infer: bad --threads/--ctx\n");
         return 2;
@@ -105,15 +99,10 @@ int main(int argc, char **argv)
            "prefill t/s", "GFLOP/s", "of peak", "llama", "ppl t/s", "decode t/s", "build s");
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
         const shape *s = &SHAPES[si];
-        if (!strstr(models, strncmp(s->name, "qwen", 4) == 0 ? "qwen" : "smollm"))
+        if (!bench_in_list(models, bench_model_key(s)))
             continue;
         for (int ti = 0; ti < 4; ti++) {
-            /* exact, case-sensitive token match in the list */
-            char want[64];
-            snprintf(want, sizeof want, ",%s,", types);
-            char tok[16];
-            snprintf(tok, sizeof tok, ",%s,", TYPES[ti]);
-            if (!strstr(want, tok))
+            if (!bench_in_list(types, TYPES[ti]))
                 continue;
             int type = qe_type_from_name(TYPES[ti]);
             const qe_type_traits *tr = qe_type_get(type);

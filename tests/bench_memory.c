@@ -325,28 +325,13 @@ static double logits_mib(int n_ctx, int n_vocab)
     return (double)(b + 2) * n_vocab * sizeof(float) / MIB;
 }
 
-/* exact, comma-separated name match in list */
-static bool in_list(const char *list, const char *name)
-{
-    char l[256], n[64];
-    snprintf(l, sizeof l, ",%s,", list);
-    snprintf(n, sizeof n, ",%s,", name);
-    return strstr(l, n) != NULL;
-}
-
 int main(int argc, char **argv)
 {
-    const char *models = "smollm,qwen", *types = "f16,q8_0", *keep = NULL;
-    int n_threads = 2, n_ctx = 512;
+    bench_args a = {.models = "smollm,qwen", .types = "f16,q8_0", .n_threads = 2, .n_ctx = 512};
+    const char *keep = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--models") == 0 && i + 1 < argc)
-            models = argv[++i];
-        else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc)
-            types = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            n_threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc)
-            n_ctx = atoi(argv[++i]);
+        if (bench_common_arg(argc, argv, &i, &a))
+            continue;
         else if (strcmp(argv[i], "--keep") == 0 && i + 1 < argc)
             keep = argv[++i]; /* keep the GGUF files there (for timing other commands) */
         else {
@@ -355,6 +340,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    const char *models = a.models, *types = a.types;
+    const int n_threads = a.n_threads, n_ctx = a.n_ctx;
     if (n_threads < 1 || n_ctx < 16) {
         fprintf(stderr, "bench_memory: bad --threads/--ctx\n");
         return 2;
@@ -396,7 +383,7 @@ int main(int argc, char **argv)
     long floor_kib = 0;
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0] && status == 0; si++) {
         const shape *s = &SHAPES[si];
-        if (!in_list(models, strncmp(s->name, "qwen", 4) == 0 ? "qwen" : "smollm"))
+        if (!bench_in_list(models, bench_model_key(s)))
             continue;
         char vpath[1024];
         snprintf(vpath, sizeof vpath, "%s/tokenizers/llama.cpp-vocab/%s", assets, s->vocab);
@@ -408,7 +395,7 @@ int main(int argc, char **argv)
             break;
         }
         for (int ti = 0; ti < 4 && status == 0; ti++) {
-            if (!in_list(types, TYPES[ti]))
+            if (!bench_in_list(types, TYPES[ti]))
                 continue;
             int type = qe_type_from_name(TYPES[ti]);
             /* llama_ftype: 1 MOSTLY_F16, 7 MOSTLY_Q8_0; the k-quant builds are

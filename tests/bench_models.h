@@ -162,4 +162,47 @@ static qe_model *build(const shape *s, int type)
     return m;
 }
 
+/* Options both benchmarks take: --models smollm,qwen --types f16,q8_0,...
+ * --threads N --ctx N. */
+typedef struct bench_args {
+    const char *models, *types;
+    int n_threads, n_ctx;
+} bench_args;
+
+/* If argv[*i] is one of the common options (with its value), store it in
+ * a, step *i past the value and return true. */
+static bool bench_common_arg(int argc, char **argv, int *i, bench_args *a)
+{
+    if (*i + 1 >= argc)
+        return false;
+    const char *o = argv[*i], *v = argv[*i + 1];
+    if (strcmp(o, "--models") == 0)
+        a->models = v;
+    else if (strcmp(o, "--types") == 0)
+        a->types = v;
+    else if (strcmp(o, "--threads") == 0)
+        a->n_threads = atoi(v);
+    else if (strcmp(o, "--ctx") == 0)
+        a->n_ctx = atoi(v);
+    else
+        return false;
+    ++*i;
+    return true;
+}
+
+/* Exact, case-sensitive match of name in a comma-separated list. */
+static bool bench_in_list(const char *list, const char *name)
+{
+    char l[256], n[64];
+    snprintf(l, sizeof l, ",%s,", list);
+    snprintf(n, sizeof n, ",%s,", name);
+    return strstr(l, n) != NULL;
+}
+
+/* The --models name of a shape: "qwen" or "smollm". */
+static const char *bench_model_key(const shape *s)
+{
+    return strncmp(s->name, "qwen", 4) == 0 ? "qwen" : "smollm";
+}
+
 #endif /* QE_TESTS_BENCH_MODELS_H */
