@@ -4,6 +4,12 @@
  * of a variant against the reference on the same items (McNemar's exact
  * test for 0/1 outcomes, a paired bootstrap for NLL / KLD differences).
  *
+ * Power and multiple comparisons: the minimal detectable effect (MDE) at a
+ * given power for McNemar's exact test and for a paired mean difference,
+ * the Wilcoxon signed-rank test, and Holm / Benjamini-Hochberg adjusted
+ * p-values.  tests/test_stats.c validates the tests' type-I error and the
+ * MDEs by simulation.
+ *
  * Everything is deterministic: the bootstrap uses its own seeded PRNG
  * (splitmix64), so the same inputs and seed give the same bits.
  * Must not hold: I/O, task logic, SQLite.
@@ -58,6 +64,57 @@ int qe_stats_paired_bootstrap(const double *ref, const double *cand, size_t n, i
  * paired differences (closed form), p from McNemar's exact test. */
 void qe_stats_paired_acc(const unsigned char *ref_ok, const unsigned char *cand_ok, size_t n,
                          qe_paired *out);
+
+/* Paired Wilcoxon signed-rank test on cand - ref (zero differences
+ * dropped, tied |differences| get average ranks).  p is exact (the
+ * permutation distribution of the signed ranks, ties included) for up to
+ * 50 non-zero differences, else the normal approximation with the tie
+ * correction and a continuity correction.  delta = mean(cand - ref), se =
+ * sd / sqrt(n), lo/hi = delta -+ 1.96 se.  Errors: QE_EINVAL (n == 0),
+ * QE_ENOMEM. */
+int qe_stats_wilcoxon(const double *ref, const double *cand, size_t n, qe_paired *out,
+                      qe_err *err);
+
+/* Standard normal CDF and its inverse (p in (0,1); 0 -> -inf, 1 -> +inf). */
+double qe_stats_norm_cdf(double z);
+double qe_stats_norm_quantile(double p);
+
+/* Power of McNemar's exact two-sided test at level alpha (reject when
+ * p < alpha) on n pairs whose discordant share is psi (0..1), when the
+ * true accuracy difference is delta (0 <= delta <= psi): a discordant pair
+ * goes one way with probability (1 + delta/psi)/2.  Exact (binomial sums)
+ * while n*psi <= 1000, else the normal approximation of Connor (1987). */
+double qe_stats_mcnemar_power(size_t n, double psi, double delta, double alpha);
+
+/* Minimal detectable accuracy difference (a proportion, 0..1) of McNemar's
+ * exact test at level alpha with the given power (0.8), for n items of
+ * which n_discordant flipped in the observed comparison: the smallest
+ * delta whose power reaches `power` when the discordant share is
+ * max(n_discordant/n, delta) (a change of delta flips at least delta*n
+ * items).  INFINITY when even delta = 1 does not reach it (too few items:
+ * n < 6 at alpha 0.05).  n == 0 gives INFINITY. */
+double qe_stats_mde_mcnemar(size_t n, size_t n_discordant, double alpha, double power);
+
+/* Minimal detectable mean difference of a paired continuous measure, in
+ * its units: (z_{1-alpha/2} + z_power) * sd_diff / sqrt(n), the normal
+ * (large-sample) power point of the paired bootstrap / z test.  n == 0 or
+ * sd_diff NaN gives INFINITY. */
+double qe_stats_mde_paired(size_t n, double sd_diff, double alpha, double power);
+
+/* Multiple-comparison adjustment of m p-values (adj may alias p). */
+typedef enum qe_adjust {
+    QE_ADJUST_HOLM = 0, /* family-wise error (Holm 1979 step-down), the default */
+    QE_ADJUST_BH = 1,   /* false-discovery rate (Benjamini-Hochberg 1995 step-up) */
+    QE_ADJUST_NONE = 2, /* per comparison */
+} qe_adjust;
+/* Holm: sort ascending, adj(i) = max over j <= i of min(1, (m - j + 1) p(j)).
+ * BH: adj(i) = min over j >= i of min(1, m p(j) / j).  NaN p-values are left
+ * NaN and do not count in m.  Errors: QE_ENOMEM. */
+int qe_stats_adjust_p(const double *p, size_t m, qe_adjust method, double *adj, qe_err *err);
+/* "Holm (family-wise)", "Benjamini-Hochberg (FDR)", "none (per comparison)". */
+const char *qe_stats_adjust_name(qe_adjust method);
+/* "holm" | "bh" | "none" -> method; -1 if unknown. */
+int qe_stats_adjust_parse(const char *s);
 
 /* splitmix64 step (exposed for tests and deterministic shuffles). */
 uint64_t qe_stats_rng_next(uint64_t *state);
