@@ -58,6 +58,14 @@ static void pairs_free(pairs *p)
     free(p->b);
 }
 
+static double mean_of(const double *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i];
+    return n ? s / (double)n : NAN;
+}
+
 static int db_err(qe_store *s, qe_err *err, const char *what)
 {
     return qe_err_set(err, QE_EDB, "%s: %s: %s", qe_store_path(s), what,
@@ -74,7 +82,9 @@ static int push_row(qe_cmp_row **rows, int *n, int *cap, const qe_cmp_row *r, qe
         *rows = p;
         *cap = nc;
     }
-    (*rows)[(*n)++] = *r;
+    (*rows)[*n] = *r;
+    (*rows)[*n].p_adj = r->p;
+    (*n)++;
     return 0;
 }
 
@@ -92,8 +102,65 @@ static bool variant_is_reference(qe_store *s, int64_t vid)
     return r;
 }
 
-int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_row **rows,
-                        int *n_rows, qe_err *err)
+/* Sample sd of the paired differences b - a (NaN for n < 2). */
+static double diff_sd(const pairs *p)
+{
+    if (p->n < 2)
+        return NAN;
+    double m = 0, ss = 0;
+    for (size_t i = 0; i < p->n; i++)
+        m += p->b[i] - p->a[i];
+    m /= (double)p->n;
+    for (size_t i = 0; i < p->n; i++) {
+        double d = p->b[i] - p->a[i] - m;
+        ss += d * d;
+    }
+    return sqrt(ss / (double)(p->n - 1));
+}
+
+static void row_init(qe_cmp_row *r, double alpha)
+{
+    memset(r, 0, sizeof *r);
+    r->alpha = alpha;
+    r->mde = INFINITY;
+    r->n_rw = r->n_wr = -1;
+    r->rw_lo = r->rw_hi = r->wr_lo = r->wr_hi = NAN;
+    r->test = "bootstrap";
+    r->gated = true;
+}
+
+const char *qe_cmp_row_unit(const qe_cmp_row *r)
+{
+    if (strcmp(r->metric, "ppl") == 0)
+        return "%";
+    if (strcmp(r->metric, "kld_mean") == 0 || strcmp(r->metric, QE_METRIC_LL_MARGIN) == 0)
+        return "";
+    return "pt";
+}
+
+double qe_cmp_row_scale(const qe_cmp_row *r)
+{
+    return strcmp(qe_cmp_row_unit(r), "pt") == 0 ? 100.0 : 1.0;
+}
+
+int qe_compare_adjust(qe_cmp_row *rows, int n, int method, qe_err *err)
+{
+    if (n <= 0)
+        return 0;
+    double *p = malloc((size_t)n * sizeof *p);
+    if (!p)
+        return qe_err_set(err, QE_ENOMEM, "out of memory adjusting p-values");
+    for (int i = 0; i < n; i++)
+        p[i] = rows[i].p;
+    int rc = qe_stats_adjust_p(p, (size_t)n, (qe_adjust)method, p, err);
+    for (int i = 0; !rc && i < n; i++)
+        rows[i].p_adj = p[i];
+    free(p);
+    return rc;
+}
+
+int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, double alpha,
+                        qe_cmp_row **rows, int *n_rows, qe_err *err)
 {
     sqlite3 *db = qe_store_db(s);
     sqlite3_stmt *grp = NULL, *st = NULL;
@@ -125,10 +192,12 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_
     while (sqlite3_step(grp) == SQLITE_ROW) {
         int64_t tid = sqlite3_column_int64(grp, 0);
         const char *metric = (const char *)sqlite3_column_text(grp, 1);
-        qe_cmp_row r = {0};
+        qe_cmp_row r;
+        row_init(&r, alpha);
         qe_strlcpy(r.task, (const char *)sqlite3_column_text(grp, 2), sizeof r.task);
         qe_strlcpy(r.family, (const char *)sqlite3_column_text(grp, 3), sizeof r.family);
         bool is_nll = strcmp(metric, "nll") == 0;
+        bool is_margin = strcmp(metric, QE_METRIC_LL_MARGIN) == 0;
         pairs p = {.binary = true};
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, base_vid);
@@ -169,6 +238,24 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_
             r.hi = 100.0 * expm1(pr.hi);
             r.p = pr.p;
             r.higher_is_better = false;
+            /* the MDE of the per-item mean NLL difference, as a PPL ratio */
+            r.mde = 100.0 * expm1(qe_stats_mde_paired(p.n, diff_sd(&p), alpha, QE_REPORT_POWER));
+        } else if (is_margin) {
+            qe_strlcpy(r.metric, metric, sizeof r.metric);
+            rc = qe_stats_paired_bootstrap(p.a, p.b, p.n, N_RESAMPLES, BOOT_SEED, &pr, err);
+            if (rc) {
+                pairs_free(&p);
+                goto out;
+            }
+            r.base = mean_of(p.a, p.n);
+            r.cand = mean_of(p.b, p.n);
+            r.delta = pr.delta;
+            r.lo = pr.lo;
+            r.hi = pr.hi;
+            r.p = pr.p;
+            r.higher_is_better = true;
+            r.gated = false;
+            r.mde = qe_stats_mde_paired(p.n, diff_sd(&p), alpha, QE_REPORT_POWER);
         } else {
             qe_strlcpy(r.metric, metric, sizeof r.metric);
             double sa = 0, sb = 0;
@@ -183,10 +270,19 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_
                     rc = qe_err_set(err, QE_ENOMEM, "out of memory in compare");
                     goto out;
                 }
-                for (size_t i = 0; i < p.n; i++)
+                r.n_rw = r.n_wr = 0;
+                for (size_t i = 0; i < p.n; i++) {
                     oa[i] = p.a[i] != 0, ob[i] = p.b[i] != 0;
+                    r.n_rw += oa[i] && !ob[i];
+                    r.n_wr += !oa[i] && ob[i];
+                }
                 qe_stats_paired_acc(oa, ob, p.n, &pr);
                 free(oa), free(ob);
+                qe_stats_wilson((size_t)r.n_rw, p.n, 1.96, &r.rw_lo, &r.rw_hi);
+                qe_stats_wilson((size_t)r.n_wr, p.n, 1.96, &r.wr_lo, &r.wr_hi);
+                r.test = "McNemar";
+                r.mde = 100.0 * qe_stats_mde_mcnemar(p.n, (size_t)(r.n_rw + r.n_wr), alpha,
+                                                     QE_REPORT_POWER);
             } else if ((rc = qe_stats_paired_bootstrap(p.a, p.b, p.n, N_RESAMPLES, BOOT_SEED, &pr,
                                                        err))) {
                 pairs_free(&p);
@@ -198,6 +294,8 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_
             if (p.binary) { /* closed-form paired 95 % interval */
                 r.lo = r.delta - 196.0 * pr.se;
                 r.hi = r.delta + 196.0 * pr.se;
+            } else {
+                r.mde = 100.0 * qe_stats_mde_paired(p.n, diff_sd(&p), alpha, QE_REPORT_POWER);
             }
             r.p = pr.p;
             r.higher_is_better = true;
@@ -230,7 +328,8 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_
     sqlite3_bind_int(grp, 3, base_is_ref);
     while (sqlite3_step(grp) == SQLITE_ROW) {
         int64_t tid = sqlite3_column_int64(grp, 0);
-        qe_cmp_row r = {0};
+        qe_cmp_row r;
+        row_init(&r, alpha);
         qe_strlcpy(r.task, (const char *)sqlite3_column_text(grp, 1), sizeof r.task);
         qe_strlcpy(r.family, (const char *)sqlite3_column_text(grp, 2), sizeof r.family);
         qe_strlcpy(r.metric, "kld_mean", sizeof r.metric);
@@ -269,6 +368,7 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, qe_cmp_
             r.hi = pr.hi;
             r.p = pr.p;
             r.higher_is_better = false;
+            r.mde = qe_stats_mde_paired(p.n, diff_sd(&p), alpha, QE_REPORT_POWER);
             rc = push_row(rows, n_rows, &cap, &r, err);
         }
         pairs_free(&p);
@@ -321,6 +421,8 @@ void qe_gate_opts_default(qe_gate_opts *o)
     o->max_kld_increase = 0.02;
     o->max_acc_drop_pts = 2.0;
     o->alpha = 0.05;
+    o->max_flips_pct = NAN;
+    o->adjust = QE_ADJUST_HOLM;
 }
 
 int qe_gate_opts_load(qe_gate_opts *o, const char *path, qe_err *err)
@@ -344,6 +446,7 @@ int qe_gate_opts_load(qe_gate_opts *o, const char *path, qe_err *err)
         {"max_kld", offsetof(qe_gate_opts, max_kld_increase)},
         {"max_acc_drop", offsetof(qe_gate_opts, max_acc_drop_pts)},
         {"alpha", offsetof(qe_gate_opts, alpha)},
+        {"max_flips", offsetof(qe_gate_opts, max_flips_pct)},
     };
     rc = 0;
     for (cJSON *it = j->child; it && !rc; it = it->next) {
@@ -354,7 +457,7 @@ int qe_gate_opts_load(qe_gate_opts *o, const char *path, qe_err *err)
         if (k == sizeof keys / sizeof keys[0])
             rc = qe_err_set(err, QE_EJSON,
                             "%s: unknown key '%s' (expected max_ppl_increase, max_kld, "
-                            "max_acc_drop, alpha)",
+                            "max_acc_drop, alpha, max_flips)",
                             path, it->string);
         else if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < 0)
             rc = qe_err_set(err, QE_EJSON, "%s: '%s': expected a non-negative number", path,
@@ -380,56 +483,146 @@ static void variant_label(qe_store *s, int64_t vid, char *out, size_t n)
     sqlite3_finalize(st);
 }
 
+/* P(X >= k), X ~ Binomial(n, q): the one-sided exact test that a share
+ * k/n exceeds q. */
+static double binom_upper(int64_t k, int64_t n, double q)
+{
+    if (k <= 0)
+        return 1;
+    if (q <= 0)
+        return 0;
+    if (q >= 1)
+        return 1;
+    double lfn = lgamma((double)n + 1), lq = log(q), l1q = log1p(-q), s = 0;
+    for (int64_t i = k; i <= n; i++)
+        s += exp(lfn - lgamma((double)i + 1) - lgamma((double)(n - i) + 1) + (double)i * lq +
+                 (double)(n - i) * l1q);
+    return s > 1 ? 1 : s;
+}
+
+/* One gate check: a compare row against one threshold. */
+typedef struct gate_check {
+    int pair;
+    qe_cmp_row r;
+    bool flips;          /* the flip check of an accuracy row */
+    double worse, thr, p, p_adj;
+    const char *unit;
+} gate_check;
+
 int qe_gate_check(qe_store *s, const int64_t *base_vid, const int64_t *cand_vid, int n_pairs,
                   const qe_gate_opts *o, FILE *out, int *n_regressions, qe_err *err)
 {
     *n_regressions = 0;
-    int n_checks = 0;
-    fprintf(out,
-            "gate: thresholds: PPL +%.3g%%, KLD +%.3g nats over baseline, accuracy -%.3g pts; "
-            "a regression must also be significant (p < %.3g)\n",
-            o->max_ppl_increase_pct, o->max_kld_increase, o->max_acc_drop_pts, o->alpha);
-    for (int i = 0; i < n_pairs; i++) {
+    gate_check *ck = NULL;
+    int n_ck = 0, cap = 0, rc = 0;
+    int *pair_rows = calloc((size_t)(n_pairs > 0 ? n_pairs : 1), sizeof *pair_rows);
+    if (!pair_rows)
+        return qe_err_set(err, QE_ENOMEM, "out of memory in gate");
+    bool flips_on = isfinite(o->max_flips_pct);
+    for (int i = 0; i < n_pairs && !rc; i++) {
         qe_cmp_row *rows = NULL;
         int n = 0;
-        int rc = qe_compare_variants(s, base_vid[i], cand_vid[i], &rows, &n, err);
-        if (rc)
-            return rc;
-        char bl[128], cl[128];
-        variant_label(s, base_vid[i], bl, sizeof bl);
-        variant_label(s, cand_vid[i], cl, sizeof cl);
-        fprintf(out, "%s vs baseline %s: %d shared checks\n", cl, bl, n);
-        for (int k = 0; k < n; k++) {
+        if ((rc = qe_compare_variants(s, base_vid[i], cand_vid[i], o->alpha, &rows, &n, err)))
+            break;
+        for (int k = 0; k < n && !rc; k++) {
             const qe_cmp_row *r = &rows[k];
-            double worse, thr;
-            const char *unit;
-            if (strcmp(r->metric, "ppl") == 0)
-                worse = r->delta, thr = o->max_ppl_increase_pct, unit = "%";
-            else if (strcmp(r->metric, "kld_mean") == 0)
-                worse = r->delta, thr = o->max_kld_increase, unit = " nats";
-            else
-                worse = -r->delta, thr = o->max_acc_drop_pts, unit = " pts";
-            if (worse == 0)
-                worse = 0; /* print "+0", never "-0" */
-            bool beyond = worse > thr, signif = r->p < o->alpha;
-            bool reg = beyond && signif;
-            n_checks++;
-            *n_regressions += reg;
-            fprintf(out, "  %-10s %-24s %-20s base %-10.5g cand %-10.5g worse by %+.4g%s (limit %.3g), p=%.3g %s\n",
-                    reg ? "REGRESSION" : beyond ? "noise" : "ok", r->task, r->metric, r->base,
-                    r->cand, worse, unit, thr, r->p,
-                    reg ? "" : beyond ? "(beyond threshold but not significant)" : "");
+            if (!r->gated)
+                continue;
+            for (int f = 0; f < 1 + (flips_on && r->n_rw >= 0); f++) {
+                if (n_ck == cap) {
+                    int nc = cap ? 2 * cap : 32;
+                    gate_check *ncp = realloc(ck, (size_t)nc * sizeof *ncp);
+                    if (!ncp) {
+                        rc = qe_err_set(err, QE_ENOMEM, "out of memory in gate");
+                        break;
+                    }
+                    ck = ncp, cap = nc;
+                }
+                gate_check *c = &ck[n_ck++];
+                memset(c, 0, sizeof *c);
+                c->pair = i;
+                c->r = *r;
+                c->flips = f == 1;
+                if (c->flips) {
+                    c->worse = 100.0 * (double)r->n_rw / (double)r->n;
+                    c->thr = o->max_flips_pct;
+                    c->unit = "% right->wrong";
+                    c->p = binom_upper(r->n_rw, r->n, o->max_flips_pct / 100.0);
+                } else {
+                    if (strcmp(r->metric, "ppl") == 0)
+                        c->worse = r->delta, c->thr = o->max_ppl_increase_pct, c->unit = "%";
+                    else if (strcmp(r->metric, "kld_mean") == 0)
+                        c->worse = r->delta, c->thr = o->max_kld_increase, c->unit = " nats";
+                    else
+                        c->worse = -r->delta, c->thr = o->max_acc_drop_pts, c->unit = " pts";
+                    c->p = r->p;
+                }
+                if (c->worse == 0)
+                    c->worse = 0; /* print "+0", never "-0" */
+                pair_rows[i]++;
+            }
         }
         free(rows);
     }
-    if (n_checks == 0)
-        return qe_err_set(err, QE_ENOTFOUND,
-                          "%s: the baseline and candidate share no task results to compare",
-                          qe_store_path(s));
+    if (!rc && n_ck == 0)
+        rc = qe_err_set(err, QE_ENOTFOUND,
+                        "%s: the baseline and candidate share no task results to compare",
+                        qe_store_path(s));
+    double *p = rc ? NULL : malloc((size_t)n_ck * sizeof *p);
+    if (!rc && !p)
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory in gate");
+    for (int k = 0; !rc && k < n_ck; k++)
+        p[k] = ck[k].p;
+    if (!rc)
+        rc = qe_stats_adjust_p(p, (size_t)n_ck, (qe_adjust)o->adjust, p, err);
+    if (rc)
+        goto out;
+    for (int k = 0; k < n_ck; k++)
+        ck[k].p_adj = p[k];
+    char flips[64] = "";
+    if (flips_on)
+        snprintf(flips, sizeof flips, ", flips %.3g%% right->wrong", o->max_flips_pct);
+    fprintf(out,
+            "gate: thresholds: PPL +%.3g%%, KLD +%.3g nats over baseline, accuracy -%.3g pts%s; "
+            "a regression must also be significant (adjusted p < %.3g)\n"
+            "gate: multiple comparisons: %s over the %d checks; MDE = minimal detectable "
+            "effect at %.0f%% power\n",
+            o->max_ppl_increase_pct, o->max_kld_increase, o->max_acc_drop_pts, flips, o->alpha,
+            qe_stats_adjust_name((qe_adjust)o->adjust), n_ck, 100 * QE_REPORT_POWER);
+    for (int k = 0; k < n_ck; k++) {
+        const gate_check *c = &ck[k];
+        if (k == 0 || ck[k - 1].pair != c->pair) {
+            char bl[128], cl[128];
+            variant_label(s, base_vid[c->pair], bl, sizeof bl);
+            variant_label(s, cand_vid[c->pair], cl, sizeof cl);
+            fprintf(out, "%s vs baseline %s: %d shared checks\n", cl, bl, pair_rows[c->pair]);
+        }
+        bool beyond = c->worse > c->thr, signif = c->p_adj < o->alpha;
+        bool reg = beyond && signif;
+        *n_regressions += reg;
+        char metric[48], mde[48];
+        snprintf(metric, sizeof metric, "%s%s", c->r.metric, c->flips ? " flips" : "");
+        if (c->flips)
+            snprintf(mde, sizeof mde, "flips %lld/%lld", (long long)c->r.n_rw,
+                     (long long)c->r.n);
+        else if (isfinite(c->r.mde))
+            snprintf(mde, sizeof mde, "MDE %.3g%s", c->r.mde, c->unit);
+        else
+            snprintf(mde, sizeof mde, "MDE - (too few items)");
+        fprintf(out, "  %-10s %-24s %-26s base %-10.5g cand %-10.5g worse by %+.4g%s (limit %.3g), "
+                     "p=%.3g adj=%.3g, %s%s\n",
+                reg ? "REGRESSION" : beyond ? "noise" : "ok", c->r.task, metric, c->r.base,
+                c->r.cand, c->worse, c->unit, c->thr, c->p, c->p_adj, mde,
+                reg ? "" : beyond ? " (beyond threshold but not significant)" : "");
+    }
     fprintf(out, "gate: %s (%d regression%s in %d checks)\n",
             *n_regressions ? "FAIL" : "PASS", *n_regressions, *n_regressions == 1 ? "" : "s",
-            n_checks);
-    return 0;
+            n_ck);
+out:
+    free(p);
+    free(ck);
+    free(pair_rows);
+    return rc;
 }
 
 /* -------------------------------------------------------------- history */

@@ -41,8 +41,10 @@ void qe_report_data_free(qe_report_data *d)
 {
     if (!d)
         return;
-    for (int i = 0; i < d->n_variants; i++)
+    for (int i = 0; i < d->n_variants; i++) {
         free(d->variants[i].lang_dppl);
+        free(d->variants[i].rows);
+    }
     free(d->variants);
     free(d->langs);
     free(d);
@@ -82,6 +84,7 @@ static int family_acc(qe_store *s, int64_t vid, int64_t ref_vid, const char *fam
     memset(fa, 0, sizeof *fa);
     fa->delta = NAN;
     fa->p = NAN;
+    fa->p_adj = NAN;
     if (sqlite3_prepare_v2(db,
                            "SELECT count(*), sum(s.value) FROM samples s JOIN tasks t ON t.id ="
                            " s.task_id WHERE s.variant_id=? AND t.family=? AND s.metric=t.metric"
@@ -167,6 +170,31 @@ out:
     free(b);
     sqlite3_finalize(st);
     return rc;
+}
+
+/* Flips of v against the reference over the primary 0/1 metric of every
+ * accuracy task (both outcomes 0 or 1). */
+static int pooled_flips(qe_store *s, int64_t ref_vid, qe_report_variant *v, qe_err *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(qe_store_db(s),
+                           "SELECT count(*), total(a.value = 1 AND b.value = 0), total(a.value = 0"
+                           " AND b.value = 1) FROM samples a JOIN samples b ON b.task_id ="
+                           " a.task_id AND b.item = a.item AND b.metric = a.metric JOIN tasks t ON"
+                           " t.id = a.task_id WHERE a.variant_id = ? AND b.variant_id = ? AND"
+                           " a.metric = t.metric AND t.metric <> 'nll' AND a.value IN (0, 1) AND"
+                           " b.value IN (0, 1)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "pooled flips");
+    sqlite3_bind_int64(st, 1, ref_vid);
+    sqlite3_bind_int64(st, 2, v->id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        v->flip_n = sqlite3_column_int64(st, 0);
+        v->flip_rw = (int64_t)sqlite3_column_double(st, 1);
+        v->flip_wr = (int64_t)sqlite3_column_double(st, 2);
+    }
+    sqlite3_finalize(st);
+    return 0;
 }
 
 static int cmp_variant(const void *pa, const void *pb)
@@ -312,17 +340,17 @@ int qe_report_load(qe_store *s, int64_t run_id, qe_report_data **out, qe_err *er
                 v->dppl_p = 1;
             }
         }
-        if (main_tid >= 0 && ref_vid >= 0 && !v->is_reference) {
-            qe_cmp_row *rows = NULL;
-            int n = 0;
-            if ((rc = qe_compare_variants(s, ref_vid, v->id, &rows, &n, err)))
+        if (ref_vid >= 0 && !v->is_reference) {
+            if ((rc = qe_compare_variants(s, ref_vid, v->id, 0.05, &v->rows, &v->n_rows, err)))
                 goto fail;
-            for (int k = 0; k < n; k++)
-                if (strcmp(rows[k].metric, "ppl") == 0 && strcmp(rows[k].task, d->main_task) == 0)
-                    v->dppl_p = rows[k].p;
-            free(rows);
+            for (int k = 0; main_tid >= 0 && k < v->n_rows; k++)
+                if (strcmp(v->rows[k].metric, "ppl") == 0 &&
+                    strcmp(v->rows[k].task, d->main_task) == 0)
+                    v->dppl_p = v->rows[k].p;
             if (!isnan(ref_ppl) && !isnan(v->ppl))
                 v->dppl_pct = 100.0 * (v->ppl / ref_ppl - 1.0);
+            if ((rc = pooled_flips(s, ref_vid, v, err)))
+                goto fail;
         }
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if ((rc = family_acc(s, v->id, ref_vid, qe_report_family_names[f], &v->fam[f], err)))
@@ -357,11 +385,69 @@ int qe_report_load(qe_store *s, int64_t run_id, qe_report_data **out, qe_err *er
             }
         }
     }
+    if ((rc = qe_report_adjust(d, QE_ADJUST_HOLM, err)))
+        goto fail;
     *out = d;
     return 0;
 fail:
     sqlite3_finalize(st);
     qe_report_data_free(d);
+    return rc;
+}
+
+int qe_report_adjust(qe_report_data *d, int method, qe_err *err)
+{
+    /* family 1: the summary's markers (dPPL and family accuracy of every
+     * variant); family 2: every per-task row of every variant */
+    int cap = d->n_variants * (1 + QE_FAM_COUNT) + 1, m = 0, rc = 0;
+    double *p = calloc((size_t)cap, sizeof *p);
+    double **dst = calloc((size_t)cap, sizeof *dst);
+    if (!p || !dst) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory adjusting p-values");
+        goto out;
+    }
+    d->adjust = method;
+    for (int i = 0; i < d->n_variants; i++) {
+        qe_report_variant *v = &d->variants[i];
+        v->dppl_p_adj = v->dppl_p;
+        if (!v->is_reference && isfinite(v->dppl_p) && isfinite(v->dppl_pct))
+            p[m] = v->dppl_p, dst[m++] = &v->dppl_p_adj;
+        for (int f = 0; f < QE_FAM_COUNT; f++) {
+            qe_fam_acc *fa = &v->fam[f];
+            fa->p_adj = fa->p;
+            if (fa->present && !v->is_reference && isfinite(fa->p))
+                p[m] = fa->p, dst[m++] = &fa->p_adj;
+        }
+    }
+    d->n_summary_tests = m;
+    if ((rc = qe_stats_adjust_p(p, (size_t)m, (qe_adjust)method, p, err)))
+        goto out;
+    for (int k = 0; k < m; k++)
+        *dst[k] = p[k];
+    int nt = 0;
+    for (int i = 0; i < d->n_variants; i++)
+        nt += d->variants[i].n_rows;
+    d->n_task_tests = nt;
+    if (nt) {
+        qe_cmp_row *all = malloc((size_t)nt * sizeof *all);
+        if (!all) {
+            rc = qe_err_set(err, QE_ENOMEM, "out of memory adjusting p-values");
+            goto out;
+        }
+        int k = 0;
+        for (int i = 0; i < d->n_variants; i++)
+            for (int j = 0; j < d->variants[i].n_rows; j++)
+                all[k++] = d->variants[i].rows[j];
+        rc = qe_compare_adjust(all, nt, method, err);
+        k = 0;
+        for (int i = 0; !rc && i < d->n_variants; i++)
+            for (int j = 0; j < d->variants[i].n_rows; j++)
+                d->variants[i].rows[j].p_adj = all[k++].p_adj;
+        free(all);
+    }
+out:
+    free(p);
+    free(dst);
     return rc;
 }
 
@@ -385,7 +471,7 @@ static bool within(const qe_report_variant *v, const qe_tolerance *t)
     for (int f = 0; f < QE_FAM_COUNT; f++) {
         const qe_fam_acc *fa = &v->fam[f];
         if (fa->present && !isnan(fa->delta) && -100.0 * fa->delta > t->max_acc_drop &&
-            fa->p < 0.05)
+            fa->p_adj < 0.05)
             return false;
     }
     return true;
@@ -426,7 +512,7 @@ int qe_report_recommend(const qe_report_data *d, const qe_tolerance *t, uint64_t
     else
         snprintf(why, why_nbytes,
                  "%s within tolerance: dPPL <= +%.3g%%, mean KLD <= %.3g, no family accuracy drop "
-                 "> %.3g pts with p < 0.05",
+                 "> %.3g pts with adjusted p < 0.05",
                  best >= 0 ? "smallest variant" : "no variant is", t->max_dppl_pct, t->max_kld,
                  t->max_acc_drop);
     return best;
@@ -460,7 +546,7 @@ static void fmt_num(double v, int decimals, const char *suffix, char *out, size_
 
 /* The cells of one summary row, shared by table, md and card. */
 typedef struct row_cells {
-    char bpw[16], size[24], ppl[48], kld[32], top1[16];
+    char bpw[16], size[24], ppl[48], kld[32], top1[16], flips[32];
     char fam[QE_FAM_COUNT][48];
 } row_cells;
 
@@ -474,7 +560,7 @@ static void cells(const qe_report_variant *v, row_cells *c)
         snprintf(c->ppl, sizeof c->ppl, "%.4f", v->ppl);
     else
         snprintf(c->ppl, sizeof c->ppl, "%.4f (%+.2f%%%s)", v->ppl, v->dppl_pct,
-                 sig_mark(v->dppl_p));
+                 sig_mark(v->dppl_p_adj));
     if (isnan(v->kld_mean))
         snprintf(c->kld, sizeof c->kld, "-");
     else
@@ -488,8 +574,22 @@ static void cells(const qe_report_variant *v, row_cells *c)
             snprintf(c->fam[f], sizeof c->fam[f], "%.1f", 100.0 * fa->acc);
         else
             snprintf(c->fam[f], sizeof c->fam[f], "%.1f (%+.1f%s)", 100.0 * fa->acc,
-                     100.0 * fa->delta, sig_mark(fa->p));
+                     100.0 * fa->delta, sig_mark(fa->p_adj));
     }
+    if (v->is_reference || v->flip_n <= 0)
+        snprintf(c->flips, sizeof c->flips, "-");
+    else
+        snprintf(c->flips, sizeof c->flips, "-%.1f/+%.1f%%",
+                 100.0 * (double)v->flip_rw / (double)v->flip_n,
+                 100.0 * (double)v->flip_wr / (double)v->flip_n);
+}
+
+static bool any_flips(const qe_report_data *d)
+{
+    for (int i = 0; i < d->n_variants; i++)
+        if (!d->variants[i].is_reference && d->variants[i].flip_n > 0)
+            return true;
+    return false;
 }
 
 static bool fam_any(const qe_report_data *d, int f)
@@ -503,15 +603,20 @@ static bool fam_any(const qe_report_data *d, int f)
 static void render_table(const qe_report_data *d, FILE *out, bool markdown)
 {
     const char *hdr[5] = {"variant", "bpw", "size", "PPL (dPPL)", "KLD mean"};
+    bool fl = any_flips(d);
     if (markdown) {
         fprintf(out, "| %s | %s | %s | %s | %s | top-1", hdr[0], hdr[1], hdr[2], hdr[3], hdr[4]);
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if (fam_any(d, f))
                 fprintf(out, " | %s acc %%", qe_report_family_names[f]);
+        if (fl)
+            fprintf(out, " | flips -/+");
         fprintf(out, " |\n|---|---:|---:|---:|---:|---:");
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if (fam_any(d, f))
                 fprintf(out, "|---:");
+        if (fl)
+            fprintf(out, "|---:");
         fprintf(out, "|\n");
     } else {
         fprintf(out, "%-18s %6s %11s %24s %10s %7s", hdr[0], hdr[1], hdr[2], hdr[3], hdr[4],
@@ -519,6 +624,8 @@ static void render_table(const qe_report_data *d, FILE *out, bool markdown)
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if (fam_any(d, f))
                 fprintf(out, " %18s", qe_report_family_names[f]);
+        if (fl)
+            fprintf(out, " %14s", "flips -/+");
         fputc('\n', out);
     }
     for (int i = 0; i < d->n_variants; i++) {
@@ -536,12 +643,120 @@ static void render_table(const qe_report_data *d, FILE *out, bool markdown)
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if (fam_any(d, f))
                 fprintf(out, markdown ? " | %s" : " %18s", c.fam[f]);
+        if (fl)
+            fprintf(out, markdown ? " | %s" : " %14s", c.flips);
         fputs(markdown ? " |\n" : "\n", out);
     }
-    fprintf(out, "%sPPL and KLD on %s (%s); accuracy in %%; * p<0.05, ** p<0.01 (paired vs the "
-                 "reference: bootstrap for NLL, McNemar for accuracy)\n",
+    fprintf(out, "%sPPL and KLD on %s (%s); accuracy in %%; * p<0.05, ** p<0.01 paired vs the "
+                 "reference (bootstrap for NLL, McNemar for accuracy), %s over the %d "
+                 "comparisons marked here",
             markdown ? "\n" : "", d->main_task[0] ? d->main_task : "-",
-            d->main_protocol[0] ? d->main_protocol : "-");
+            d->main_protocol[0] ? d->main_protocol : "-",
+            qe_stats_adjust_name((qe_adjust)d->adjust), d->n_summary_tests);
+    if (fl)
+        fprintf(out, "; flips: %% of accuracy items right->wrong / wrong->right vs the reference");
+    fputc('\n', out);
+}
+
+/* Cells of one per-task row (compare row r of variant v). */
+typedef struct task_cells {
+    char base[24], cand[24], delta[24], ci[40], p[24], mde[24], rw[40], wr[40];
+} task_cells;
+
+static void task_row_cells(const qe_cmp_row *r, task_cells *c)
+{
+    const char *unit = qe_cmp_row_unit(r);
+    double sc = qe_cmp_row_scale(r);
+    snprintf(c->base, sizeof c->base, "%.5g", sc * r->base);
+    snprintf(c->cand, sizeof c->cand, "%.5g", sc * r->cand);
+    snprintf(c->delta, sizeof c->delta, "%+.3g%s", r->delta, unit);
+    snprintf(c->ci, sizeof c->ci, "[%+.3g, %+.3g]", r->lo, r->hi);
+    snprintf(c->p, sizeof c->p, "%.3g%s", r->p_adj, sig_mark(r->p_adj));
+    if (isfinite(r->mde))
+        snprintf(c->mde, sizeof c->mde, "%.3g%s", r->mde, unit);
+    else
+        snprintf(c->mde, sizeof c->mde, "-");
+    if (r->n_rw >= 0) {
+        snprintf(c->rw, sizeof c->rw, "%.1f%% [%.1f, %.1f]", 100.0 * (double)r->n_rw / (double)r->n,
+                 100 * r->rw_lo, 100 * r->rw_hi);
+        snprintf(c->wr, sizeof c->wr, "%.1f%% [%.1f, %.1f]", 100.0 * (double)r->n_wr / (double)r->n,
+                 100 * r->wr_lo, 100 * r->wr_hi);
+    } else {
+        snprintf(c->rw, sizeof c->rw, "-");
+        snprintf(c->wr, sizeof c->wr, "-");
+    }
+}
+
+static void html_esc(FILE *out, const char *s);
+
+/* The per-task table: every paired comparison of every variant with the
+ * reference.  mode 0 text, 1 Markdown, 2 HTML. */
+static void render_tasks(const qe_report_data *d, FILE *out, int mode)
+{
+    if (d->n_task_tests == 0)
+        return;
+    static const char *const hdr[] = {"variant", "task", "metric", "n", "ref", "variant value",
+                                      "delta", "95% CI", "p (adj)", "MDE", "right->wrong",
+                                      "wrong->right"};
+    if (mode == 0) {
+        fprintf(out, "\nper task, paired vs the reference:\n%-16s %-24s %-20s %5s %9s %9s %9s "
+                     "%20s %10s %9s %20s %20s\n",
+                hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], "value", hdr[6], hdr[7], hdr[8], hdr[9],
+                hdr[10], hdr[11]);
+    } else if (mode == 1) {
+        fprintf(out, "\n| variant | task | metric | n | ref | value | delta | 95%% CI | p (adj) "
+                     "| MDE | right->wrong | wrong->right |\n|---|---|---|---:|---:|---:|---:|"
+                     "---:|---:|---:|---:|---:|\n");
+    } else {
+        fprintf(out, "<table><tr>");
+        for (int k = 0; k < 12; k++)
+            fprintf(out, "<th>%s</th>", k == 10 ? "right&rarr;wrong" : k == 11 ? "wrong&rarr;right" : hdr[k]);
+        fprintf(out, "</tr>\n");
+    }
+    for (int i = 0; i < d->n_variants; i++) {
+        const qe_report_variant *v = &d->variants[i];
+        for (int j = 0; j < v->n_rows; j++) {
+            const qe_cmp_row *r = &v->rows[j];
+            task_cells c;
+            task_row_cells(r, &c);
+            if (mode == 0)
+                fprintf(out, "%-16s %-24s %-20s %5lld %9s %9s %9s %20s %10s %9s %20s %20s\n",
+                        v->name, r->task, r->metric, (long long)r->n, c.base, c.cand, c.delta,
+                        c.ci, c.p, c.mde, c.rw, c.wr);
+            else if (mode == 1)
+                fprintf(out, "| %s | %s | %s | %lld | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                        v->name, r->task, r->metric, (long long)r->n, c.base, c.cand, c.delta,
+                        c.ci, c.p, c.mde, c.rw, c.wr);
+            else {
+                const char *cols[12] = {v->name, r->task, r->metric, NULL, c.base, c.cand,
+                                        c.delta, c.ci, c.p, c.mde, c.rw, c.wr};
+                fprintf(out, "<tr>");
+                for (int k = 0; k < 12; k++) {
+                    fprintf(out, "<td>");
+                    if (k == 3)
+                        fprintf(out, "%lld", (long long)r->n);
+                    else
+                        html_esc(out, cols[k]);
+                    fprintf(out, "</td>");
+                }
+                fprintf(out, "</tr>\n");
+            }
+        }
+    }
+    char note[400];
+    snprintf(note, sizeof note,
+             "delta: ppl in %%, accuracy in points, kld_mean and ll_margin in nats; p: %s over "
+             "these %d rows (* < 0.05, ** < 0.01); MDE: the smallest |delta| detectable at 80%% "
+             "power and alpha 0.05 with these items (McNemar: given the observed flips); flips "
+             "with Wilson 95%% intervals",
+             qe_stats_adjust_name((qe_adjust)d->adjust), d->n_task_tests);
+    if (mode == 2) {
+        fprintf(out, "</table>\n<p class=\"note\">");
+        html_esc(out, note);
+        fprintf(out, "</p>\n");
+    } else {
+        fprintf(out, "%s%s\n", mode == 1 ? "\n" : "", note);
+    }
 }
 
 static void provenance_lines(const qe_report_data *d, FILE *out, const char *prefix)
@@ -553,8 +768,6 @@ static void provenance_lines(const qe_report_data *d, FILE *out, const char *pre
             d->git_rev, d->suite[0] ? d->suite : "-",
             d->imatrix_sha256[0] ? d->imatrix_sha256 : "none");
 }
-
-static void html_esc(FILE *out, const char *s);
 
 static void render_recommendation(const qe_report_data *d, FILE *out, const char *prefix,
                                   bool html)
@@ -601,6 +814,14 @@ static cJSON *num_or_null(double v)
     return cJSON_CreateRaw(buf);
 }
 
+static cJSON *ci_array(double lo, double hi)
+{
+    cJSON *a = cJSON_CreateArray();
+    cJSON_AddItemToArray(a, num_or_null(lo));
+    cJSON_AddItemToArray(a, num_or_null(hi));
+    return a;
+}
+
 static int render_json(qe_store *s, const qe_report_data *d, FILE *out, qe_err *err)
 {
     cJSON *root = cJSON_CreateObject(), *run = cJSON_AddObjectToObject(root, "run");
@@ -618,6 +839,7 @@ static int render_json(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
     cJSON_AddNumberToObject(run, "threads", d->threads);
     cJSON_AddStringToObject(run, "main_task", d->main_task);
     cJSON_AddStringToObject(run, "protocol", d->main_protocol);
+    cJSON_AddStringToObject(run, "multiple_comparisons", qe_stats_adjust_name((qe_adjust)d->adjust));
     cJSON *vs = cJSON_AddArrayToObject(root, "variants");
     for (int i = 0; i < d->n_variants; i++) {
         const qe_report_variant *v = &d->variants[i];
@@ -646,6 +868,46 @@ static int render_json(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
             cJSON_AddNumberToObject(fo, "ci_hi", fa->hi);
             cJSON_AddItemToObject(fo, "delta", num_or_null(fa->delta));
             cJSON_AddItemToObject(fo, "p", num_or_null(fa->p));
+            cJSON_AddItemToObject(fo, "p_adj", num_or_null(fa->p_adj));
+        }
+        cJSON_AddItemToObject(o, "dppl_p_adj", num_or_null(v->dppl_p_adj));
+        if (!v->is_reference && v->flip_n > 0) {
+            cJSON *fl = cJSON_AddObjectToObject(o, "flips");
+            double lo, hi;
+            cJSON_AddNumberToObject(fl, "n", (double)v->flip_n);
+            cJSON_AddNumberToObject(fl, "right_to_wrong", (double)v->flip_rw);
+            cJSON_AddNumberToObject(fl, "wrong_to_right", (double)v->flip_wr);
+            qe_stats_wilson((size_t)v->flip_rw, (size_t)v->flip_n, 1.96, &lo, &hi);
+            cJSON_AddItemToObject(fl, "right_to_wrong_ci", ci_array(lo, hi));
+            qe_stats_wilson((size_t)v->flip_wr, (size_t)v->flip_n, 1.96, &lo, &hi);
+            cJSON_AddItemToObject(fl, "wrong_to_right_ci", ci_array(lo, hi));
+        }
+        cJSON *ta = cJSON_AddArrayToObject(o, "tasks");
+        for (int j = 0; j < v->n_rows; j++) {
+            const qe_cmp_row *r = &v->rows[j];
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddStringToObject(t, "task", r->task);
+            cJSON_AddStringToObject(t, "family", r->family);
+            cJSON_AddStringToObject(t, "metric", r->metric);
+            cJSON_AddStringToObject(t, "test", r->test);
+            cJSON_AddNumberToObject(t, "n", (double)r->n);
+            cJSON_AddItemToObject(t, "ref", num_or_null(r->base));
+            cJSON_AddItemToObject(t, "value", num_or_null(r->cand));
+            cJSON_AddItemToObject(t, "delta", num_or_null(r->delta));
+            cJSON_AddStringToObject(t, "delta_unit", qe_cmp_row_unit(r));
+            cJSON_AddItemToObject(t, "ci", ci_array(r->lo, r->hi));
+            cJSON_AddItemToObject(t, "p", num_or_null(r->p));
+            cJSON_AddItemToObject(t, "p_adj", num_or_null(r->p_adj));
+            cJSON_AddItemToObject(t, "mde", num_or_null(r->mde));
+            cJSON_AddNumberToObject(t, "alpha", r->alpha);
+            cJSON_AddNumberToObject(t, "power", QE_REPORT_POWER);
+            if (r->n_rw >= 0) {
+                cJSON_AddNumberToObject(t, "right_to_wrong", (double)r->n_rw);
+                cJSON_AddNumberToObject(t, "wrong_to_right", (double)r->n_wr);
+                cJSON_AddItemToObject(t, "right_to_wrong_ci", ci_array(r->rw_lo, r->rw_hi));
+                cJSON_AddItemToObject(t, "wrong_to_right_ci", ci_array(r->wr_lo, r->wr_hi));
+            }
+            cJSON_AddItemToArray(ta, t);
         }
         cJSON_AddItemToArray(vs, o);
     }
@@ -1025,11 +1287,14 @@ static int render_html(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
     html_esc(out, d->model_name);
     fprintf(out, "</h1>\n<p class=\"note\">");
     provenance_lines(d, out, "");
+    bool fl = any_flips(d);
     fprintf(out, "</p>\n<h2>Summary</h2>\n<table><tr><th>variant</th><th>bpw</th><th>size</th>"
                  "<th>PPL (dPPL)</th><th>KLD mean</th><th>top-1</th>");
     for (int f = 0; f < QE_FAM_COUNT; f++)
         if (fam_any(d, f))
             fprintf(out, "<th>%s acc %%</th>", qe_report_family_names[f]);
+    if (fl)
+        fprintf(out, "<th>flips -/+</th>");
     fprintf(out, "</tr>\n");
     for (int i = 0; i < d->n_variants; i++) {
         row_cells c;
@@ -1042,15 +1307,22 @@ static int render_html(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if (fam_any(d, f))
                 fprintf(out, "<td>%s</td>", c.fam[f]);
+        if (fl)
+            fprintf(out, "<td>%s</td>", c.flips);
         fprintf(out, "</tr>\n");
     }
     fprintf(out, "</table>\n<p class=\"note\">PPL and KLD on ");
     html_esc(out, d->main_task);
     fprintf(out, " (");
     html_esc(out, d->main_protocol);
-    fprintf(out, "). * p&lt;0.05, ** p&lt;0.01, paired against the reference.</p>\n<p>");
+    fprintf(out, "). * p&lt;0.05, ** p&lt;0.01, paired against the reference, %s over the %d "
+                 "comparisons marked here.%s</p>\n<p>",
+            qe_stats_adjust_name((qe_adjust)d->adjust), d->n_summary_tests,
+            fl ? " Flips: % of accuracy items right&rarr;wrong / wrong&rarr;right." : "");
     render_recommendation(d, out, "", true);
-    fprintf(out, "</p>\n<h2>Quality cliff</h2>\n");
+    fprintf(out, "</p>\n<h2>Per task</h2>\n");
+    render_tasks(d, out, 2);
+    fprintf(out, "<h2>Quality cliff</h2>\n");
     int n = d->n_variants;
     double *x = calloc((size_t)n + 1, sizeof *x), *yk = calloc((size_t)n + 1, sizeof *yk);
     double *yp = calloc((size_t)n + 1, sizeof *yp);
@@ -1083,7 +1355,15 @@ static int render_html(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
 
 int qe_report_render(qe_store *s, int64_t run_id, const char *format, FILE *out, qe_err *err)
 {
+    qe_render_opts ro = {.format = format, .adjust = QE_ADJUST_HOLM, .per_task = true};
+    return qe_report_render_ex(s, run_id, &ro, out, err);
+}
+
+int qe_report_render_ex(qe_store *s, int64_t run_id, const qe_render_opts *ro, FILE *out,
+                        qe_err *err)
+{
     static const char *const formats[] = {"table", "md", "html", "json", "card"};
+    const char *format = ro->format;
     int k = -1;
     for (int i = 0; i < 5; i++)
         if (strcmp(format, formats[i]) == 0)
@@ -1096,12 +1376,18 @@ int qe_report_render(qe_store *s, int64_t run_id, const char *format, FILE *out,
     int rc = qe_report_load(s, run_id, &d, err);
     if (rc)
         return rc;
+    if (ro->adjust != QE_ADJUST_HOLM && (rc = qe_report_adjust(d, ro->adjust, err))) {
+        qe_report_data_free(d);
+        return rc;
+    }
     switch (k) {
     case 0:
         provenance_lines(d, out, "");
         fputc('\n', out);
         render_table(d, out, false);
         render_recommendation(d, out, "", false);
+        if (ro->per_task)
+            render_tasks(d, out, 0);
         break;
     case 1:
         fprintf(out, "# qeval report: %s\n\n", d->model_name);
@@ -1110,6 +1396,7 @@ int qe_report_render(qe_store *s, int64_t run_id, const char *format, FILE *out,
         render_table(d, out, true);
         fputc('\n', out);
         render_recommendation(d, out, "", false);
+        render_tasks(d, out, 1);
         break;
     case 2:
         rc = render_html(s, d, out, err);

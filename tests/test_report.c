@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include "../harness/eval/stats.h"
 #include "../reports/report.h"
 #include "test.h"
 
@@ -324,7 +325,7 @@ TEST(compare_and_gate)
     CHECK(qe_report_parse_ref(s, "r1:Q9", &r, &v, &e) == QE_ENOTFOUND);
     qe_cmp_row *rows;
     int n;
-    int crc = qe_compare_variants(s, ref, q2, &rows, &n, &e);
+    int crc = qe_compare_variants(s, ref, q2, 0.05, &rows, &n, &e);
     REQUIRE(crc == 0, "%s", e.msg);
     int seen = 0;
     for (int i = 0; i < n; i++) {
@@ -412,6 +413,130 @@ TEST(history_two_runs)
     qe_store_close(s);
 }
 
+/* Flips, MDE and multiple-comparison control on the fixture: Q2_K loses
+ * arith items 0..19 (20 right->wrong of 100, none wrong->right). */
+TEST(flips_mde_adjust)
+{
+    int64_t run;
+    qe_store *s = fixture("flips.db", &run);
+    REQUIRE(s, "open");
+    qe_err e = {0};
+    int64_t ref, q8, q2, r;
+    qe_report_parse_ref(s, "r1:F16", &r, &ref, &e);
+    qe_report_parse_ref(s, "r1:Q8_0", &r, &q8, &e);
+    qe_report_parse_ref(s, "r1:Q2_K", &r, &q2, &e);
+    qe_cmp_row *rows;
+    int n;
+    REQUIRE(qe_compare_variants(s, ref, q2, 0.05, &rows, &n, &e) == 0, "%s", e.msg);
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(rows[i].task, "arith"))
+            continue;
+        seen++;
+        CHECKF(rows[i].n_rw == 20 && rows[i].n_wr == 0, "flips %lld %lld",
+               (long long)rows[i].n_rw, (long long)rows[i].n_wr);
+        double lo, hi;
+        qe_stats_wilson(20, 100, 1.96, &lo, &hi);
+        CHECK(rows[i].rw_lo == lo && rows[i].rw_hi == hi);
+        CHECK(rows[i].wr_lo == 0 && rows[i].wr_hi > 0.03 && rows[i].wr_hi < 0.04);
+        /* MDE: McNemar at 100 items with 20 observed flips, in points */
+        CHECKF(test_close(rows[i].mde, 100 * qe_stats_mde_mcnemar(100, 20, 0.05, 0.8), 1e-12),
+               "mde %g", rows[i].mde);
+        CHECK(rows[i].mde > 5 && rows[i].mde < 20);
+        CHECK(strcmp(rows[i].test, "McNemar") == 0);
+    }
+    CHECK(seen == 1);
+    for (int i = 0; i < n; i++) /* every row has a finite MDE and p_adj = p until adjusted */
+        CHECKF(isfinite(rows[i].mde) && rows[i].p_adj == rows[i].p, "%s %s", rows[i].task,
+               rows[i].metric);
+    /* Holm over the rows: the k-th smallest p times (m - k + 1), running max */
+    REQUIRE(qe_compare_adjust(rows, n, QE_ADJUST_HOLM, &e) == 0, "adjust");
+    for (int i = 0; i < n; i++)
+        CHECK(rows[i].p_adj >= rows[i].p && rows[i].p_adj <= 1);
+    free(rows);
+    /* the reference against itself: no flips at all */
+    REQUIRE(qe_compare_variants(s, ref, ref, 0.05, &rows, &n, &e) == 0, "%s", e.msg);
+    for (int i = 0; i < n; i++)
+        if (rows[i].n_rw >= 0)
+            CHECK(rows[i].n_rw == 0 && rows[i].n_wr == 0 && rows[i].delta == 0);
+    free(rows);
+    /* summary: the pooled flips column and the per-task table */
+    qe_report_data *d;
+    REQUIRE(qe_report_load(s, run, &d, &e) == 0, "%s", e.msg);
+    for (int i = 0; i < d->n_variants; i++) {
+        const qe_report_variant *v = &d->variants[i];
+        if (!strcmp(v->name, "Q2_K"))
+            CHECK(v->flip_n == 100 && v->flip_rw == 20 && v->flip_wr == 0);
+        else if (!v->is_reference)
+            CHECK(v->flip_n == 100 && v->flip_rw == 0 && v->flip_wr == 0);
+    }
+    CHECK(d->adjust == QE_ADJUST_HOLM && d->n_summary_tests > 0);
+    qe_report_data_free(d);
+    char *t = render(s, run, "table");
+    REQUIRE(t, "table");
+    CHECKF(strstr(t, "-20.0/+0.0%") && strstr(t, "Holm (family-wise)") &&
+               strstr(t, "per task, paired vs the reference") && strstr(t, "20.0% [13.3, 28.9]"),
+           "%s", t);
+    free(t);
+    char *j = render(s, run, "json");
+    REQUIRE(j, "json");
+    cJSON *root = cJSON_Parse(j);
+    int jf = 0;
+    cJSON *vs = cJSON_GetObjectItem(root, "variants"), *v;
+    cJSON_ArrayForEach(v, vs)
+    {
+        if (strcmp(cJSON_GetObjectItem(v, "name")->valuestring, "Q2_K"))
+            continue;
+        cJSON *fl = cJSON_GetObjectItem(v, "flips");
+        CHECK(fl && cJSON_GetObjectItem(fl, "right_to_wrong")->valuedouble == 20);
+        cJSON *tk;
+        cJSON_ArrayForEach(tk, cJSON_GetObjectItem(v, "tasks"))
+        {
+            if (!strcmp(cJSON_GetObjectItem(tk, "task")->valuestring, "arith")) {
+                jf++;
+                CHECK(cJSON_GetObjectItem(tk, "right_to_wrong")->valuedouble == 20);
+                CHECK(cJSON_IsNumber(cJSON_GetObjectItem(tk, "mde")));
+            }
+        }
+    }
+    CHECK(jf == 1);
+    cJSON_Delete(root);
+    free(j);
+    /* gate: Holm vs per-comparison at a tiny alpha.  arith's McNemar p =
+     * 2 * 0.5^20 = 1.9e-6; with 5 checks Holm multiplies it by 5 (it is the
+     * smallest), 9.5e-6 > 5e-6: no longer a regression. */
+    qe_gate_opts o;
+    qe_gate_opts_default(&o);
+    o.alpha = 5e-6;
+    o.max_ppl_increase_pct = 1000, o.max_kld_increase = 1000; /* only accuracy is beyond */
+    FILE *f = fopen("/dev/null", "w");
+    int n_reg = -1;
+    o.adjust = QE_ADJUST_NONE;
+    CHECK(qe_gate_check(s, &ref, &q2, 1, &o, f, &n_reg, &e) == 0 && n_reg == 1);
+    o.adjust = QE_ADJUST_HOLM;
+    CHECK(qe_gate_check(s, &ref, &q2, 1, &o, f, &n_reg, &e) == 0 && n_reg == 0);
+    fclose(f);
+    /* --max-flips: 20 % right->wrong against a 5 % limit regresses (exact
+     * one-sided binomial p ~ 1e-6), against 25 % it does not */
+    qe_gate_opts_default(&o);
+    o.max_flips_pct = 5;
+    o.adjust = QE_ADJUST_BH;
+    char *buf = NULL;
+    size_t bn = 0;
+    f = open_memstream(&buf, &bn);
+    CHECK(qe_gate_check(s, &q8, &q2, 1, &o, f, &n_reg, &e) == 0);
+    fclose(f);
+    CHECKF(n_reg == 6 && strstr(buf, "acc flips") && strstr(buf, "Benjamini-Hochberg (FDR)") &&
+               strstr(buf, "MDE "),
+           "regressions %d\n%s", n_reg, buf);
+    free(buf);
+    o.max_flips_pct = 25;
+    f = fopen("/dev/null", "w");
+    CHECK(qe_gate_check(s, &q8, &q2, 1, &o, f, &n_reg, &e) == 0 && n_reg == 5);
+    fclose(f);
+    qe_store_close(s);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qeval_test_report_XXXXXX");
@@ -421,6 +546,7 @@ int main(void)
     RUN(formats_agree_with_db);
     RUN(compare_and_gate);
     RUN(history_two_runs);
+    RUN(flips_mde_adjust);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

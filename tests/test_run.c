@@ -24,10 +24,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "../harness/store/runner.h"
 #include "../harness/store/store.h"
 #include "../harness/util/common.h"
 #include "../harness/util/sha256.h"
+#include "../reports/report.h"
 #include "test.h"
 
 static char tmpdir[256];
@@ -439,6 +442,98 @@ TEST(eval_artifact)
            "variant's", kld);
 }
 
+/* Flips and the multiple-choice margin are exact: recomputed here from the
+ * samples table with SQL, they equal the numbers `qeval report --format
+ * json` prints; the reference against itself has no flips and margin
+ * delta 0. */
+TEST(flips_and_margin_from_samples)
+{
+    REQUIRE(baseline, "needs the baseline");
+    const char *db = tp("base.db"), *js = tp("base.json");
+    CHECK(sh("'%s' report --db '%s' --format json -o '%s' 2>/dev/null", qeval_bin, db, js) == 0);
+    char *txt = NULL;
+    size_t n;
+    qe_err e = {0};
+    REQUIRE(qe_read_file(js, &txt, &n, &e) == 0, "%s", e.msg);
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    REQUIRE(root, "json parse");
+    sqlite3 *h;
+    REQUIRE(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open");
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(h,
+                       "SELECT b.name, t.name, sa.metric, count(*),"
+                       " total(sa.value = 1 AND sb.value = 0), total(sa.value = 0 AND sb.value = 1),"
+                       " avg(sb.value - sa.value)"
+                       " FROM samples sa JOIN samples sb ON sb.task_id = sa.task_id AND sb.item ="
+                       " sa.item AND sb.metric = sa.metric JOIN variants a ON a.id = sa.variant_id"
+                       " JOIN variants b ON b.id = sb.variant_id JOIN tasks t ON t.id = sa.task_id"
+                       " WHERE a.is_reference = 1 AND b.is_reference = 0 AND a.run_id = b.run_id"
+                       " AND sa.metric IN ('acc', 'acc_norm', 'll_margin')"
+                       " GROUP BY b.name, t.name, sa.metric",
+                       -1, &st, NULL);
+    int n_checked = 0, n_margin = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *var = (const char *)sqlite3_column_text(st, 0);
+        const char *task = (const char *)sqlite3_column_text(st, 1);
+        const char *metric = (const char *)sqlite3_column_text(st, 2);
+        double cnt = sqlite3_column_double(st, 3), rw = sqlite3_column_double(st, 4);
+        double wr = sqlite3_column_double(st, 5), md = sqlite3_column_double(st, 6);
+        cJSON *v, *found = NULL;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItem(root, "variants"))
+        {
+            if (strcmp(cJSON_GetObjectItem(v, "name")->valuestring, var))
+                continue;
+            cJSON *t;
+            cJSON_ArrayForEach(t, cJSON_GetObjectItem(v, "tasks"))
+            {
+                if (!strcmp(cJSON_GetObjectItem(t, "task")->valuestring, task) &&
+                    !strcmp(cJSON_GetObjectItem(t, "metric")->valuestring, metric))
+                    found = t;
+            }
+        }
+        CHECKF(found, "%s %s %s not in the JSON report", var, task, metric);
+        if (!found)
+            continue;
+        CHECK(cJSON_GetObjectItem(found, "n")->valuedouble == cnt);
+        if (!strcmp(metric, "ll_margin")) {
+            double jd = cJSON_GetObjectItem(found, "delta")->valuedouble;
+            CHECKF(fabs(jd - md) <= 1e-9 * (1 + fabs(md)), "%s margin delta %.17g vs SQL %.17g",
+                   var, jd, md);
+            n_margin++;
+        } else {
+            CHECKF(cJSON_GetObjectItem(found, "right_to_wrong")->valuedouble == rw &&
+                       cJSON_GetObjectItem(found, "wrong_to_right")->valuedouble == wr,
+                   "%s %s %s: flips differ from SQL %g/%g", var, task, metric, rw, wr);
+            n_checked++;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    cJSON_Delete(root);
+    /* Q8_0 and Q4_K_M x copa x (acc, ll_margin) */
+    CHECKF(n_checked >= 2 && n_margin == 2, "checked %d flips, %d margins", n_checked, n_margin);
+    /* the reference against itself */
+    qe_store *s = qe_store_open(db, &e);
+    REQUIRE(s, "%s", e.msg);
+    int64_t run, ref;
+    REQUIRE(qe_report_parse_ref(s, "e2e:F32", &run, &ref, &e) == 0, "%s", e.msg);
+    qe_cmp_row *rows;
+    int nr;
+    REQUIRE(qe_compare_variants(s, ref, ref, 0.05, &rows, &nr, &e) == 0, "%s", e.msg);
+    int n_acc = 0;
+    for (int i = 0; i < nr; i++) {
+        CHECKF(rows[i].delta == 0, "%s %s delta %g", rows[i].task, rows[i].metric, rows[i].delta);
+        if (rows[i].n_rw >= 0) {
+            CHECK(rows[i].n_rw == 0 && rows[i].n_wr == 0);
+            n_acc++;
+        }
+    }
+    CHECK(n_acc >= 1);
+    free(rows);
+    qe_store_close(s);
+}
+
 int main(void)
 {
     qeval_bin = getenv("QEVAL_BIN");
@@ -456,6 +551,7 @@ int main(void)
     if (!mkdtemp(tmpdir))
         return 1;
     RUN(uninterrupted_baseline);
+    RUN(flips_and_margin_from_samples);
     RUN(resume_after_sigkill);
     RUN(concurrent_runs);
     RUN(shards_merge);

@@ -9,12 +9,14 @@
 #include <string.h>
 
 #include "../../reports/report.h"
+#include "../eval/stats.h"
 #include "cli.h"
 
 static const char USAGE[] =
     "usage: qeval gate [--db results.db] --baseline REF [--candidate REF]\n"
     "                  [--max-ppl-increase 1%] [--max-kld 0.02] [--max-acc-drop 2]\n"
-    "                  [--alpha 0.05] [--thresholds FILE.json]\n"
+    "                  [--max-flips PCT] [--alpha 0.05] [--adjust holm|bh|none]\n"
+    "                  [--thresholds FILE.json]\n"
     "\n"
     "Compare a candidate (default: the latest run) against a baseline, pairing\n"
     "items.  REF is a run (variants matched by name) or RUN:VARIANT.  A check\n"
@@ -22,7 +24,13 @@ static const char USAGE[] =
     "  PPL     relative increase in %, paired bootstrap over items\n"
     "  KLD     increase of mean KLD over the baseline's, in nats, paired bootstrap\n"
     "  acc     drop in percentage points, McNemar's exact test\n"
-    "--thresholds reads {\"max_ppl_increase\":1,\"max_kld\":0.02,\"max_acc_drop\":2,\"alpha\":0.05};\n"
+    "  flips   (with --max-flips) share of items the baseline got right and the\n"
+    "          candidate wrong, in %, one-sided exact binomial test against PCT\n"
+    "The p-values of all checks are adjusted as one family: Holm (family-wise\n"
+    "error, the default), bh (Benjamini-Hochberg false-discovery rate) or none.\n"
+    "Every check prints its minimal detectable effect (MDE) at 80% power.\n"
+    "--thresholds reads {\"max_ppl_increase\":1,\"max_kld\":0.02,\"max_acc_drop\":2,\"alpha\":0.05,\n"
+    "\"max_flips\":5};\n"
     "options given after it override it.\n"
     "Exit: 0 pass, 1 regression, 2 usage error.\n";
 
@@ -59,6 +67,15 @@ int qe_cmd_gate(int argc, char **argv)
             if (!qe_arg_double("--max-acc-drop", v, &x) || x < 0)
                 return qe_usage_error("gate", "--max-acc-drop: expected points >= 0");
             o.max_acc_drop_pts = x;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--max-flips", NULL))) {
+            if (!qe_arg_double("--max-flips", v, &x) || x < 0 || x > 100)
+                return qe_usage_error("gate", "--max-flips: expected a percentage in [0, 100]");
+            o.max_flips_pct = x;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--adjust", NULL))) {
+            int m = qe_stats_adjust_parse(v);
+            if (m < 0)
+                return qe_usage_error("gate", "--adjust: expected holm, bh or none, got '%s'", v);
+            o.adjust = m;
         } else if ((v = qe_arg_value(argc, argv, &i, "--alpha", NULL))) {
             if (!qe_arg_double("--alpha", v, &x) || x <= 0 || x >= 1)
                 return qe_usage_error("gate", "--alpha: expected a number in (0, 1)");

@@ -7,11 +7,13 @@
 #include <string.h>
 
 #include "../../reports/report.h"
+#include "../eval/stats.h"
 #include "cli.h"
 
 static const char USAGE[] =
     "usage: qeval report [--db results.db] [--run ID] [--format table|md|html|json|card] "
     "[-o FILE]\n"
+    "                    [--adjust holm|bh|none]\n"
     "\n"
     "Render the results of one run (default: the latest) from the database.\n"
     "  --db F       results database (default results.db)\n"
@@ -19,11 +21,18 @@ static const char USAGE[] =
     "  --format F   table (default), md, html (self-contained, inline SVG charts),\n"
     "               json (summary + every result row with provenance), card (Markdown\n"
     "               block for a release)\n"
-    "  -o FILE      write to FILE instead of stdout\n";
+    "  -o FILE      write to FILE instead of stdout\n"
+    "  --adjust M   multiple-comparison control behind the * / ** markers: holm\n"
+    "               (family-wise error, default), bh (Benjamini-Hochberg false-discovery\n"
+    "               rate) or none\n"
+    "Every format shows flips (right->wrong / wrong->right shares against the\n"
+    "reference); table, md, html and json add the per-task table with 95% intervals,\n"
+    "adjusted p and the minimal detectable effect (MDE) at 80% power.\n";
 
 int qe_cmd_report(int argc, char **argv)
 {
     const char *db = "results.db", *run = "latest", *format = "table", *out_path = NULL;
+    int adjust = QE_ADJUST_HOLM;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (qe_arg_help(argv[i])) {
@@ -37,6 +46,11 @@ int qe_cmd_report(int argc, char **argv)
             format = v;
         else if ((v = qe_arg_value(argc, argv, &i, "--output", "-o")))
             out_path = v;
+        else if ((v = qe_arg_value(argc, argv, &i, "--adjust", NULL))) {
+            if ((adjust = qe_stats_adjust_parse(v)) < 0)
+                return qe_usage_error("report", "--adjust: expected holm, bh or none, got '%s'",
+                                      v);
+        }
         else if (i > argc)
             return QE_EXIT_USAGE;
         else
@@ -59,8 +73,9 @@ int qe_cmd_report(int argc, char **argv)
     FILE *out = stdout;
     if (!rc && out_path && !(out = fopen(out_path, "w")))
         rc = qe_err_set(&err, QE_EIO, "%s: cannot open for writing", out_path);
+    qe_render_opts ro = {.format = format, .adjust = adjust, .per_task = true};
     if (!rc)
-        rc = qe_report_render(s, run_id, format, out, &err);
+        rc = qe_report_render_ex(s, run_id, &ro, out, &err);
     if (out && out != stdout && fclose(out) != 0 && !rc)
         rc = qe_err_set(&err, QE_EIO, "%s: write failed", out_path);
     qe_store_close(s);

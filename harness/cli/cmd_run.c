@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../../reports/report.h"
+#include "../eval/stats.h"
 #include "../store/runner.h"
 #include "cli.h"
 
@@ -134,7 +135,9 @@ int qe_cmd_run(int argc, char **argv)
     qe_store *s = qe_store_open(o.db_path, &err);
     if (!s)
         return qe_report_error("run", &err);
-    int rc = qe_report_render(s, run_id, "table", stdout, &err);
+    /* the summary only; `qeval report` adds the per-task table */
+    qe_render_opts ro = {.format = "table", .adjust = QE_ADJUST_HOLM, .per_task = false};
+    int rc = qe_report_render_ex(s, run_id, &ro, stdout, &err);
     if (!rc && budget) {
         qe_report_data *d;
         if (!(rc = qe_report_load(s, run_id, &d, &err))) {

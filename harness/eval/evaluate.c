@@ -95,6 +95,7 @@ static qe_item *new_item(ev_ctx *c, size_t doc_index)
         return NULL;
     for (int m = 0; m < c->t->n_metrics; m++)
         it->values[m] = NAN;
+    it->ll_margin = NAN;
     it->doc_index = doc_index;
     const cJSON *doc = c->t->docs.items[doc_index];
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
@@ -405,6 +406,14 @@ static int eval_mc_doc(ev_ctx *c, size_t di)
             it->values[m] = pick == gold ? 1.0 : 0.0;
         }
         it->response = strdup(ch[a]);
+        /* the continuous paired statistic behind acc: how far the gold
+         * answer leads (or trails) the best wrong one */
+        double best_wrong = -INFINITY;
+        for (int i = 0; i < n; i++)
+            if (i != gold && ll[i] > best_wrong)
+                best_wrong = ll[i];
+        if (gold >= 0 && gold < n && n >= 2)
+            it->ll_margin = ll[gold] - best_wrong;
     }
     free(ctx);
     free(cont_shared);

@@ -257,6 +257,8 @@ typedef struct qe_item {
     double *values;         /* t->n_metrics per-item values; NaN = not applicable */
     double nll;             /* nats: gold continuation (choice tasks) or window (ppl) */
     double n_tokens, n_bytes, n_words;
+    double ll_margin;       /* multiple choice: loglik(gold) - max loglik(wrong choice),
+                               nats (> 0: acc is right); NaN otherwise */
     int status;             /* code_exec: qe_sandbox_status; else 0 */
 } qe_item;
 

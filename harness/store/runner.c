@@ -224,7 +224,7 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
         return qe_store_unit_commit(r->s, &u, NULL, 0, NULL, 0, NULL, err);
     }
     bool ppl = t->output_type == QE_OUT_PERPLEXITY;
-    size_t cap = res.n_items * (size_t)(t->n_metrics > 0 ? t->n_metrics : 1) + 1, n = 0;
+    size_t cap = res.n_items * (size_t)(t->n_metrics > 0 ? t->n_metrics + 1 : 2) + 1, n = 0;
     qe_sample *sm = calloc(cap, sizeof *sm);
     if (!sm) {
         qe_task_result_free(&res);
@@ -261,6 +261,9 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
                                   .prompt_sha = m == 0 ? it->prompt_sha : NULL,
                                   .ids_sha = m == 0 ? it->ids_sha : NULL};
         }
+        if (isfinite(it->ll_margin))
+            sm[n++] = (qe_sample){.item = item, .metric = QE_METRIC_LL_MARGIN,
+                                  .value = it->ll_margin, .n_tokens = 1};
     }
     rc = qe_store_unit_commit(r->s, &u, sm, n, NULL, 0, NULL, err);
     free(sm);

@@ -20,6 +20,8 @@
  *   samples   per-item outcome: (variant, task, item, metric) -> value.
  *             metric "nll": value = sum of token NLLs (nats) of the item,
  *             value2 = sum of their squares, n_tokens = tokens scored.
+ *             metric "ll_margin" (multiple choice): value = loglik of the
+ *             gold answer minus the best wrong answer's, nats.
  *             Other metrics: value = the item's score (0/1 for accuracy),
  *             with the raw response, the extracted answer and hashes of the
  *             prompt text and token ids.
@@ -46,6 +48,9 @@
 #include "../util/common.h"
 
 #define QE_STORE_SCHEMA_VERSION 1
+
+/* Per-item sample metrics that are not task metrics (see samples above). */
+#define QE_METRIC_LL_MARGIN "ll_margin"
 
 typedef struct sqlite3 sqlite3;
 typedef struct qe_store qe_store;
