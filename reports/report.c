@@ -557,10 +557,12 @@ static void cells(const qe_report_variant *v, row_cells *c)
     if (isnan(v->ppl))
         snprintf(c->ppl, sizeof c->ppl, "-");
     else if (v->is_reference)
-        snprintf(c->ppl, sizeof c->ppl, "%.4f", v->ppl);
-    else
-        snprintf(c->ppl, sizeof c->ppl, "%.4f (%+.2f%%%s)", v->ppl, v->dppl_pct,
-                 sig_mark(v->dppl_p_adj));
+        qe_fmt_compact(v->ppl, 4, c->ppl, sizeof c->ppl);
+    else {
+        char pb[32];
+        snprintf(c->ppl, sizeof c->ppl, "%s (%+.2f%%%s)", qe_fmt_compact(v->ppl, 4, pb, sizeof pb),
+                 v->dppl_pct, sig_mark(v->dppl_p_adj));
+    }
     if (isnan(v->kld_mean))
         snprintf(c->kld, sizeof c->kld, "-");
     else
@@ -1002,6 +1004,77 @@ static void svg_close(FILE *out, const char *caption)
     fprintf(out, "</figcaption></figure>\n");
 }
 
+/* Tick label of the decade 10^k: "0.001" ... "1000" near 1, "1e-06" beyond. */
+static void decade_label(int k, char *buf, size_t n)
+{
+    if (k >= -4 && k <= 4)
+        snprintf(buf, n, "%g", pow(10.0, k));
+    else
+        snprintf(buf, n, "1e%+03d", k);
+}
+
+/* Decade ticks k0..k1 (log10 axis bounds, integers): every decade, or every
+ * step-th when there are more than 6. */
+static int decade_step(int k0, int k1)
+{
+    int span = k1 - k0;
+    return span > 6 ? (span + 5) / 6 : 1;
+}
+
+#define LABEL_CHAR_W 6.0   /* px per character at font-size 10 (estimate) */
+#define LABEL_H 11.0
+
+typedef struct lbox {
+    double x0, y0, x1, y1;
+} lbox;
+
+static bool lbox_hit(const lbox *a, const lbox *b)
+{
+    return a->x0 < b->x1 && b->x0 < a->x1 && a->y0 < b->y1 && b->y0 < a->y1;
+}
+
+/* Place n labels of width w[i] next to points (px[i], py[i]) so that no
+ * label overlaps another label or any point (radius 4): the first free
+ * position of right-above, right-below, left-above, left-below, then
+ * further up or down.  (tx, ty) is the text's start and baseline. */
+static void place_labels(const double *px, const double *py, const double *w, int n, double *tx,
+                         double *ty)
+{
+    lbox *placed = calloc((size_t)(n > 0 ? n : 1), sizeof *placed);
+    for (int i = 0; i < n; i++) {
+        double cand[16][2];
+        int nc = 0;
+        cand[nc][0] = px[i] + 6, cand[nc++][1] = py[i] - 6;
+        cand[nc][0] = px[i] + 6, cand[nc++][1] = py[i] + 14;
+        cand[nc][0] = px[i] - 6 - w[i], cand[nc++][1] = py[i] - 6;
+        cand[nc][0] = px[i] - 6 - w[i], cand[nc++][1] = py[i] + 14;
+        for (int k = 1; k <= 5; k++) {
+            cand[nc][0] = px[i] + 6, cand[nc++][1] = py[i] - 6 - 12 * k;
+            cand[nc][0] = px[i] + 6, cand[nc++][1] = py[i] + 14 + 12 * k;
+        }
+        int pick = 0;
+        for (int c = 0; c < nc; c++) {
+            lbox b = {cand[c][0], cand[c][1] - 9, cand[c][0] + w[i], cand[c][1] + 2};
+            bool ok = b.x0 >= 0 && b.x1 <= SVG_W && b.y0 >= 20 && b.y1 <= SVG_H;
+            for (int j = 0; ok && placed && j < i; j++)
+                ok = !lbox_hit(&b, &placed[j]);
+            for (int j = 0; ok && j < n; j++) {
+                lbox pt = {px[j] - 4, py[j] - 4, px[j] + 4, py[j] + 4};
+                ok = !lbox_hit(&b, &pt);
+            }
+            if (ok) {
+                pick = c;
+                break;
+            }
+        }
+        tx[i] = cand[pick][0];
+        ty[i] = cand[pick][1];
+        if (placed)
+            placed[i] = (lbox){tx[i], ty[i] - 9, tx[i] + w[i], ty[i] + 2};
+    }
+    free(placed);
+}
+
 /* Scatter of (x, y) labelled points, y optionally log10-scaled. */
 static void svg_scatter(FILE *out, const char *id, const char *title, const char *xl,
                         const char *yl, const double *x, const double *y, char (*labels)[64],
@@ -1040,16 +1113,26 @@ static void svg_scatter(FILE *out, const char *id, const char *title, const char
     for (int t = (int)ceil(x0); t <= (int)floor(x1); t++)
         fprintf(out, "<text x=\"%.1f\" y=\"%d\" class=\"k\">%d</text>", PX((double)t),
                 SVG_H - PAD_B + 14, t);
-    for (int t = 0; t <= 4; t++) {
-        double v = y0 + (y1 - y0) * t / 4.0;
-        char lab[32];
-        if (logy)
-            snprintf(lab, sizeof lab, "%.3g", pow(10.0, v));
-        else
+    if (logy) {
+        /* round decades: 0.001, 0.01, 0.1 (not 0.00316) */
+        int k0 = (int)y0, k1 = (int)y1, step = decade_step(k0, k1);
+        for (int k = k0; k <= k1; k += step) {
+            char lab[32];
+            decade_label(k, lab, sizeof lab);
+            fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/>"
+                         "<text x=\"%d\" y=\"%.1f\" class=\"k ke\">%s</text>\n",
+                    PAD_L, PY((double)k), SVG_W - PAD_R, PY((double)k), PAD_L - 4,
+                    PY((double)k) + 4, lab);
+        }
+    } else {
+        for (int t = 0; t <= 4; t++) {
+            double v = y0 + (y1 - y0) * t / 4.0;
+            char lab[32];
             snprintf(lab, sizeof lab, "%.3g", v);
-        fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/>"
-                     "<text x=\"%d\" y=\"%.1f\" class=\"k ke\">%s</text>\n",
-                PAD_L, PY(v), SVG_W - PAD_R, PY(v), PAD_L - 4, PY(v) + 4, lab);
+            fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/>"
+                         "<text x=\"%d\" y=\"%.1f\" class=\"k ke\">%s</text>\n",
+                    PAD_L, PY(v), SVG_W - PAD_R, PY(v), PAD_L - 4, PY(v) + 4, lab);
+        }
     }
     /* connecting line in bpw order (the cliff) */
     fprintf(out, "<polyline class=\"cl\" points=\"");
@@ -1059,18 +1142,44 @@ static void svg_scatter(FILE *out, const char *id, const char *title, const char
         fprintf(out, "%.1f,%.1f ", PX(x[i]), PY(logy ? log10(y[i]) : y[i]));
     }
     fprintf(out, "\"/>\n");
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(x[i]) || !isfinite(y[i]) || (logy && y[i] <= 0))
-            continue;
-        double yy = logy ? log10(y[i]) : y[i];
-        fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" class=\"pt\"><title>", PX(x[i]),
-                PY(yy));
-        html_esc(out, labels[i]);
-        fprintf(out, ": bpw %.2f, %.5g</title></circle><text x=\"%.1f\" y=\"%.1f\" class=\"k\">",
-                x[i], y[i], PX(x[i]) + 6, PY(yy) - 6);
-        html_esc(out, labels[i]);
-        fprintf(out, "</text>\n");
+    /* one label per distinct point: variants at the same position (equal
+     * bpw and value, e.g. Q6_K = Q8_0 on stories260K) share it; then the
+     * labels are placed so that none overlaps another or a point */
+    double *ppx = calloc((size_t)n + 1, sizeof *ppx), *ppy = calloc((size_t)n + 1, sizeof *ppy);
+    double *lw = calloc((size_t)n + 1, sizeof *lw), *tx = calloc((size_t)n + 1, sizeof *tx);
+    double *ty = calloc((size_t)n + 1, sizeof *ty);
+    char(*txt)[256] = calloc((size_t)n + 1, sizeof *txt);
+    int np = 0;
+    if (ppx && ppy && lw && tx && ty && txt) {
+        for (int i = 0; i < n; i++) {
+            if (!isfinite(x[i]) || !isfinite(y[i]) || (logy && y[i] <= 0))
+                continue;
+            double yy = logy ? log10(y[i]) : y[i], cx = PX(x[i]), cy = PY(yy);
+            fprintf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" class=\"pt\"><title>", cx, cy);
+            html_esc(out, labels[i]);
+            fprintf(out, ": bpw %.2f, %.5g</title></circle>\n", x[i], y[i]);
+            int j = 0;
+            while (j < np && !(fabs(ppx[j] - cx) < 1 && fabs(ppy[j] - cy) < 1))
+                j++;
+            if (j == np) {
+                ppx[np] = cx, ppy[np] = cy;
+                qe_strlcpy(txt[np], labels[i], sizeof txt[np]);
+                np++;
+            } else {
+                size_t l = strlen(txt[j]);
+                snprintf(txt[j] + l, sizeof txt[j] - l, " = %s", labels[i]);
+            }
+        }
+        for (int j = 0; j < np; j++)
+            lw[j] = LABEL_CHAR_W * (double)strlen(txt[j]);
+        place_labels(ppx, ppy, lw, np, tx, ty);
+        for (int j = 0; j < np; j++) {
+            fprintf(out, "<text x=\"%.1f\" y=\"%.1f\" class=\"k ks lab\">", tx[j], ty[j]);
+            html_esc(out, txt[j]);
+            fprintf(out, "</text>\n");
+        }
     }
+    free(ppx), free(ppy), free(lw), free(tx), free(ty), free(txt);
 #undef PX
 #undef PY
     svg_close(out, title);
@@ -1225,11 +1334,13 @@ static int svg_history(FILE *out, qe_store *s, const qe_report_data *d, qe_err *
     if (y1 <= y0)
         y1 = y0 + 1;
     double pw = SVG_W - PAD_L - PAD_R - 90, ph = SVG_H - PAD_T - PAD_B;
-    for (int t = 0; t <= 4; t++) {
-        double v = y0 + (y1 - y0) * t / 4.0, y = SVG_H - PAD_B - ph * t / 4.0;
+    for (int k = (int)y0, step = decade_step((int)y0, (int)y1); k <= (int)y1; k += step) {
+        double y = SVG_H - PAD_B - ph * ((double)k - y0) / (y1 - y0);
+        char lab[32];
+        decade_label(k, lab, sizeof lab);
         fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/><text x=\"%d\" "
-                     "y=\"%.1f\" class=\"k ke\">%.3g</text>\n",
-                PAD_L, y, SVG_W - PAD_R, y, PAD_L - 4, y + 4, pow(10, v));
+                     "y=\"%.1f\" class=\"k ke\">%s</text>\n",
+                PAD_L, y, SVG_W - PAD_R, y, PAD_L - 4, y + 4, lab);
     }
     /* one polyline per distinct variant name */
     int k = 0;

@@ -537,6 +537,90 @@ TEST(flips_mde_adjust)
     qe_store_close(s);
 }
 
+/* Cliff charts: variants at the same bpw (and value) share one label,
+ * close points get labels that do not overlap, and the log axis is
+ * labelled at round decades.  Variants as stories260K has them: Q8_0 and
+ * Q6_K identical, Q3_K_M and Q2_K 0.11 bpw apart. */
+TEST(cliff_labels_and_ticks)
+{
+    qe_err e = {0};
+    qe_store *s = qe_store_open(db_path("cliff.db"), &e);
+    REQUIRE(s, "%s", e.msg);
+    qe_run_info ri = {.label = "cliff", .model_name = "m", .model_sha256 = "00aa", .shard_n = 1};
+    int64_t run, tw;
+    qe_store_run_begin(s, &ri, &run, NULL, &e);
+    qe_task_info w = {.name = "wiki", .version = "1", .family = "text", .language = "en",
+                      .metric = "nll", .protocol = "llama.cpp-ppl ctx=16"};
+    qe_store_task_put(s, &w, &tw, &e);
+    static const char *nm[] = {"F32", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"};
+    static const double bpw[] = {32, 9.97, 9.97, 7.92, 7.29, 7.18};
+    static const double kl[] = {0, 0.00036, 0.00036, 0.016, 0.048, 0.056};
+    for (int v = 0; v < 6; v++) {
+        int64_t vid;
+        qe_variant_info vi = {.name = nm[v], .is_reference = v == 0, .bpw = bpw[v],
+                              .size_nbytes = (uint64_t)(bpw[v] * 1000)};
+        qe_store_variant_put(s, run, &vi, &vid, &e);
+        qe_sample sm[4];
+        qe_kld_chunk kc[4];
+        float kv[4][4];
+        for (int c = 0; c < 4; c++) {
+            double x = 1.5 + kl[v] + 0.01 * c;
+            sm[c] = (qe_sample){.item = c, .metric = "nll", .value = 4 * x, .value2 = 4 * x * x,
+                                .n_tokens = 4};
+            for (int t = 0; t < 4; t++)
+                kv[c][t] = (float)kl[v];
+            kc[c] = (qe_kld_chunk){.item = c, .n_tokens = 4, .kld = kv[c], .n_top1_same = 4};
+        }
+        qe_unit u = {run, vid, tw, 0, 4, 0};
+        qe_store_unit_commit(s, &u, sm, 4, v ? kc : NULL, v ? 4 : 0, NULL, &e);
+    }
+    qe_store_run_finish(s, run, &e);
+    char *h = render(s, run, "html");
+    REQUIRE(h, "html");
+    static const char *charts[] = {"id=\"cliff-kld\"", "id=\"cliff-ppl\""};
+    for (int c = 0; c < 2; c++) {
+        const char *a = strstr(h, charts[c]), *z = a ? strstr(a, "</svg>") : NULL;
+        REQUIRE(a && z, "chart %s", charts[c]);
+        double bx[16][4];
+        int nb = 0, merged = 0;
+        for (const char *p = a; (p = strstr(p, "class=\"k ks lab\">")) && p < z; p++) {
+            const char *t0 = p;
+            while (t0 > a && strncmp(t0, "<text x=", 8))
+                t0--;
+            double tx = 0, ty = 0;
+            REQUIRE(sscanf(t0, "<text x=\"%lf\" y=\"%lf\"", &tx, &ty) == 2, "label at %.40s", t0);
+            const char *g = strchr(p, '>') + 1, *ge = strchr(g, '<');
+            double wd = 6.0 * (double)(ge - g);
+            if (ge - g > 4 && strstr(g, " = ") && strstr(g, " = ") < ge)
+                merged++;
+            REQUIRE(nb < 16, "too many labels");
+            bx[nb][0] = tx, bx[nb][1] = ty - 9, bx[nb][2] = tx + wd, bx[nb][3] = ty + 2;
+            nb++;
+        }
+        /* 5 variants with a value (the reference has none on the KLD chart),
+         * Q8_0 and Q6_K share one label */
+        CHECKF(merged == 1, "%s: %d merged labels", charts[c], merged);
+        CHECKF(nb == (c == 0 ? 4 : 5), "%s: %d labels", charts[c], nb);
+        for (int i = 0; i < nb; i++)
+            for (int j = 0; j < i; j++)
+                CHECKF(!(bx[i][0] < bx[j][2] && bx[j][0] < bx[i][2] && bx[i][1] < bx[j][3] &&
+                         bx[j][1] < bx[i][3]),
+                       "%s: labels %d and %d overlap", charts[c], i, j);
+        if (c == 0) { /* y ticks of the log axis: round decades only */
+            int nt = 0;
+            for (const char *p = a; (p = strstr(p, "class=\"k ke\">")) && p < z; p++) {
+                double v = strtod(p + 13, NULL);
+                double k = log10(v);
+                CHECKF(v > 0 && fabs(k - round(k)) < 1e-9, "tick %.20s", p + 13);
+                nt++;
+            }
+            CHECKF(nt >= 3, "%d ticks", nt);
+        }
+    }
+    free(h);
+    qe_store_close(s);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qeval_test_report_XXXXXX");
@@ -547,6 +631,7 @@ int main(void)
     RUN(compare_and_gate);
     RUN(history_two_runs);
     RUN(flips_mde_adjust);
+    RUN(cliff_labels_and_ticks);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

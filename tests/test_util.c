@@ -61,8 +61,20 @@ TEST(bf16_roundtrip)
     CHECK(isnan(qe_bf16_to_fp32(qe_fp32_to_bf16(NAN))));
 }
 
+TEST(fmt_compact)
+{
+    char b[32];
+    CHECK(strcmp(qe_fmt_compact(12.3456789, 4, b, sizeof b), "12.3457") == 0);
+    CHECK(strcmp(qe_fmt_compact(999999.0, 2, b, sizeof b), "999999.00") == 0);
+    /* a tiny model's word_perplexity: 97 digits in %.4f */
+    CHECKF(strcmp(qe_fmt_compact(3.14159e97, 4, b, sizeof b), "3.142e+97") == 0, "%s", b);
+    CHECK(strcmp(qe_fmt_compact(-2.5e6, 4, b, sizeof b), "-2.5e+06") == 0);
+    CHECK(strcmp(qe_fmt_compact(INFINITY, 4, b, sizeof b), "inf") == 0);
+}
+
 int main(void)
 {
+    RUN(fmt_compact);
     RUN(err_set_and_prefix);
     RUN(fp16_exhaustive_vs_f16c);
     RUN(bf16_roundtrip);

@@ -222,8 +222,10 @@ int qe_cmd_eval(int argc, char **argv)
             }
             if (!isnan(mr->fail_rate))
                 snprintf(fr, sizeof fr, "%.3f", mr->fail_rate);
-            printf("%-20s %-22s %10.4f %9.4f %6zu %10s %8s %8s\n", ts[k]->name, mr->name,
-                   mr->value, mr->se, mr->n, dl, pv, fr);
+            char vb[32], sb[32];
+            printf("%-20s %-22s %10s %9s %6zu %10s %8s %8s\n", ts[k]->name, mr->name,
+                   qe_fmt_compact(mr->value, 4, vb, sizeof vb),
+                   qe_fmt_compact(mr->se, 4, sb, sizeof sb), mr->n, dl, pv, fr);
         }
         if (verbose)
             fprintf(stderr, "%s: %s; %.1f s\n", ts[k]->name, rc_res.protocol, rc_res.wall_s);

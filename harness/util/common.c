@@ -300,3 +300,12 @@ uint16_t qe_fp32_to_bf16(float f)
         return (uint16_t)((x >> 16) | 64); /* quiet NaN, like ggml */
     return (uint16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
 }
+
+const char *qe_fmt_compact(double v, int decimals, char *buf, size_t buf_nbytes)
+{
+    if (isfinite(v) && fabs(v) >= 1e6)
+        snprintf(buf, buf_nbytes, "%.4g", v);
+    else
+        snprintf(buf, buf_nbytes, "%.*f", decimals, v);
+    return buf;
+}

@@ -106,6 +106,11 @@ void qe_progress_end(qe_progress *p);
 /* Monotonic seconds. */
 double qe_now(void);
 
+/* v with `decimals` decimals, or in compact scientific notation ("3.142e+97",
+ * 4 significant digits) when |v| >= 1e6, where fixed decimals would print
+ * dozens of digits (word_perplexity of a tiny model).  Returns buf. */
+const char *qe_fmt_compact(double v, int decimals, char *buf, size_t buf_nbytes);
+
 /* Half-precision conversions (IEEE binary16 and bfloat16), exact. */
 float qe_fp16_to_fp32(uint16_t h);
 uint16_t qe_fp32_to_fp16(float f);   /* round-to-nearest-even, like F16C */
