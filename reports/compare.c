@@ -133,7 +133,8 @@ const char *qe_cmp_row_unit(const qe_cmp_row *r)
 {
     if (strcmp(r->metric, "ppl") == 0)
         return "%";
-    if (strcmp(r->metric, "kld_mean") == 0 || strcmp(r->metric, QE_METRIC_LL_MARGIN) == 0)
+    if (strcmp(r->metric, "kld_mean") == 0 || strcmp(r->metric, QE_METRIC_LL_MARGIN) == 0 ||
+        strcmp(r->metric, QE_METRIC_TF_FIRST_DIFF) == 0)
         return "";
     return "pt";
 }
@@ -197,7 +198,9 @@ int qe_compare_variants(qe_store *s, int64_t base_vid, int64_t cand_vid, double 
         qe_strlcpy(r.task, (const char *)sqlite3_column_text(grp, 2), sizeof r.task);
         qe_strlcpy(r.family, (const char *)sqlite3_column_text(grp, 3), sizeof r.family);
         bool is_nll = strcmp(metric, "nll") == 0;
-        bool is_margin = strcmp(metric, QE_METRIC_LL_MARGIN) == 0;
+        /* per-item measures in their own units, not accuracies: no threshold */
+        bool is_margin = strcmp(metric, QE_METRIC_LL_MARGIN) == 0 ||
+                         strcmp(metric, QE_METRIC_TF_FIRST_DIFF) == 0;
         pairs p = {.binary = true};
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, base_vid);

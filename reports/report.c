@@ -197,6 +197,39 @@ static int pooled_flips(qe_store *s, int64_t ref_vid, qe_report_variant *v, qe_e
     return 0;
 }
 
+/* Teacher-forced divergence of v per family (kld rows of accuracy tasks). */
+static int teacher_forced(qe_store *s, qe_report_variant *v, qe_err *err)
+{
+    sqlite3_stmt *st;
+    for (int f = 0; f < QE_FAM_COUNT; f++)
+        v->tf_kld[f] = v->tf_top1[f] = v->tf_first[f] = NAN;
+    if (sqlite3_prepare_v2(qe_store_db(s),
+                           "SELECT t.family, count(*), total(k.n_tokens), total(k.kld_sum),"
+                           " total(k.top1_same), (SELECT avg(x.value) FROM samples x JOIN tasks y"
+                           " ON y.id = x.task_id WHERE x.variant_id = k.variant_id AND y.family ="
+                           " t.family AND x.metric = '" QE_METRIC_TF_FIRST_DIFF "')"
+                           " FROM kld k JOIN tasks t ON t.id = k.task_id WHERE k.variant_id = ?"
+                           " AND t.metric <> 'nll' GROUP BY t.family",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "teacher-forced divergence");
+    sqlite3_bind_int64(st, 1, v->id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *fam = (const char *)sqlite3_column_text(st, 0);
+        for (int f = 0; fam && f < QE_FAM_COUNT; f++) {
+            if (strcmp(fam, qe_report_family_names[f]))
+                continue;
+            double ntok = sqlite3_column_double(st, 2);
+            v->tf_items[f] = sqlite3_column_int64(st, 1);
+            v->tf_tokens[f] = (int64_t)ntok;
+            v->tf_kld[f] = ntok > 0 ? sqlite3_column_double(st, 3) / ntok : NAN;
+            v->tf_top1[f] = ntok > 0 ? sqlite3_column_double(st, 4) / ntok : NAN;
+            v->tf_first[f] = col_num(st, 5);
+        }
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
 static int cmp_variant(const void *pa, const void *pb)
 {
     const qe_report_variant *a = pa, *b = pb;
@@ -352,6 +385,8 @@ int qe_report_load(qe_store *s, int64_t run_id, qe_report_data **out, qe_err *er
             if ((rc = pooled_flips(s, ref_vid, v, err)))
                 goto fail;
         }
+        if ((rc = teacher_forced(s, v, err)))
+            goto fail;
         for (int f = 0; f < QE_FAM_COUNT; f++)
             if ((rc = family_acc(s, v->id, ref_vid, qe_report_family_names[f], &v->fam[f], err)))
                 goto fail;
@@ -660,6 +695,67 @@ static void render_table(const qe_report_data *d, FILE *out, bool markdown)
     fputc('\n', out);
 }
 
+static void html_esc(FILE *out, const char *s);
+
+static bool tf_any(const qe_report_data *d, int f)
+{
+    for (int i = 0; i < d->n_variants; i++)
+        if (d->variants[i].tf_items[f] > 0)
+            return true;
+    return false;
+}
+
+/* Teacher-forced divergence per family: mode 0 text, 1 Markdown, 2 HTML. */
+static void render_tf(const qe_report_data *d, FILE *out, int mode)
+{
+    int fams[QE_FAM_COUNT], nf = 0;
+    for (int f = 0; f < QE_FAM_COUNT; f++)
+        if (tf_any(d, f))
+            fams[nf++] = f;
+    if (!nf)
+        return;
+    const char *title = "teacher-forced on the reference's outputs (generation tasks): mean KLD "
+                        "/ top-1 agreement / mean position of the first disagreeing token";
+    if (mode == 0) {
+        fprintf(out, "\n%s\n%-18s", title, "variant");
+        for (int k = 0; k < nf; k++)
+            fprintf(out, " %28s", qe_report_family_names[fams[k]]);
+        fputc('\n', out);
+    } else if (mode == 1) {
+        fprintf(out, "\n%s\n\n| variant", title);
+        for (int k = 0; k < nf; k++)
+            fprintf(out, " | %s", qe_report_family_names[fams[k]]);
+        fprintf(out, " |\n|---");
+        for (int k = 0; k < nf; k++)
+            fprintf(out, "|---:");
+        fprintf(out, "|\n");
+    } else {
+        fprintf(out, "<p class=\"note\">");
+        html_esc(out, title);
+        fprintf(out, "</p>\n<table><tr><th>variant</th>");
+        for (int k = 0; k < nf; k++)
+            fprintf(out, "<th>%s</th>", qe_report_family_names[fams[k]]);
+        fprintf(out, "</tr>\n");
+    }
+    for (int i = 0; i < d->n_variants; i++) {
+        const qe_report_variant *v = &d->variants[i];
+        if (v->is_reference)
+            continue;
+        fprintf(out, mode == 0 ? "%-18s" : mode == 1 ? "| %s" : "<tr><td>%s", v->name);
+        for (int k = 0; k < nf; k++) {
+            int f = fams[k];
+            char c[64] = "-";
+            if (v->tf_items[f] > 0)
+                snprintf(c, sizeof c, "%.3g / %.1f%% / %.1f", v->tf_kld[f], 100 * v->tf_top1[f],
+                         v->tf_first[f]);
+            fprintf(out, mode == 0 ? " %28s" : mode == 1 ? " | %s" : "<td>%s</td>", c);
+        }
+        fputs(mode == 0 ? "\n" : mode == 1 ? " |\n" : "</tr>\n", out);
+    }
+    if (mode == 2)
+        fprintf(out, "</table>\n");
+}
+
 /* Cells of one per-task row (compare row r of variant v). */
 typedef struct task_cells {
     char base[24], cand[24], delta[24], ci[40], p[24], mde[24], rw[40], wr[40];
@@ -688,8 +784,6 @@ static void task_row_cells(const qe_cmp_row *r, task_cells *c)
         snprintf(c->wr, sizeof c->wr, "-");
     }
 }
-
-static void html_esc(FILE *out, const char *s);
 
 /* The per-task table: every paired comparison of every variant with the
  * reference.  mode 0 text, 1 Markdown, 2 HTML. */
@@ -883,6 +977,17 @@ static int render_json(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
             cJSON_AddItemToObject(fl, "right_to_wrong_ci", ci_array(lo, hi));
             qe_stats_wilson((size_t)v->flip_wr, (size_t)v->flip_n, 1.96, &lo, &hi);
             cJSON_AddItemToObject(fl, "wrong_to_right_ci", ci_array(lo, hi));
+        }
+        cJSON *tfo = cJSON_AddObjectToObject(o, "teacher_forced");
+        for (int f = 0; f < QE_FAM_COUNT; f++) {
+            if (v->tf_items[f] <= 0)
+                continue;
+            cJSON *fo = cJSON_AddObjectToObject(tfo, qe_report_family_names[f]);
+            cJSON_AddNumberToObject(fo, "items", (double)v->tf_items[f]);
+            cJSON_AddNumberToObject(fo, "tokens", (double)v->tf_tokens[f]);
+            cJSON_AddItemToObject(fo, "kld_mean", num_or_null(v->tf_kld[f]));
+            cJSON_AddItemToObject(fo, "top1", num_or_null(v->tf_top1[f]));
+            cJSON_AddItemToObject(fo, "first_diff_mean", num_or_null(v->tf_first[f]));
         }
         cJSON *ta = cJSON_AddArrayToObject(o, "tasks");
         for (int j = 0; j < v->n_rows; j++) {
@@ -1431,7 +1536,9 @@ static int render_html(qe_store *s, const qe_report_data *d, FILE *out, qe_err *
             qe_stats_adjust_name((qe_adjust)d->adjust), d->n_summary_tests,
             fl ? " Flips: % of accuracy items right&rarr;wrong / wrong&rarr;right." : "");
     render_recommendation(d, out, "", true);
-    fprintf(out, "</p>\n<h2>Per task</h2>\n");
+    fprintf(out, "</p>\n");
+    render_tf(d, out, 2);
+    fprintf(out, "<h2>Per task</h2>\n");
     render_tasks(d, out, 2);
     fprintf(out, "<h2>Quality cliff</h2>\n");
     int n = d->n_variants;
@@ -1497,6 +1604,7 @@ int qe_report_render_ex(qe_store *s, int64_t run_id, const qe_render_opts *ro, F
         fputc('\n', out);
         render_table(d, out, false);
         render_recommendation(d, out, "", false);
+        render_tf(d, out, 0);
         if (ro->per_task)
             render_tasks(d, out, 0);
         break;
@@ -1507,6 +1615,7 @@ int qe_report_render_ex(qe_store *s, int64_t run_id, const qe_render_opts *ro, F
         render_table(d, out, true);
         fputc('\n', out);
         render_recommendation(d, out, "", false);
+        render_tf(d, out, 1);
         render_tasks(d, out, 1);
         break;
     case 2:

@@ -84,6 +84,12 @@ typedef struct qe_report_variant {
      * alpha 0.05), p_adj over all rows of all variants as one family */
     qe_cmp_row *rows;
     int n_rows;
+    /* teacher-forced divergence on the reference's outputs, pooled over
+     * the generation tasks of each family (tf_items == 0: none) */
+    int64_t tf_items[QE_FAM_COUNT], tf_tokens[QE_FAM_COUNT];
+    double tf_kld[QE_FAM_COUNT];     /* token-weighted mean KLD, nats */
+    double tf_top1[QE_FAM_COUNT];    /* share of tokens whose argmaxes agree */
+    double tf_first[QE_FAM_COUNT];   /* mean index of the first disagreeing token */
 } qe_report_variant;
 
 typedef struct qe_report_data {

@@ -9,10 +9,13 @@
  *    reference (acc 0.435, acc_norm 0.560 on the first 200 items) +- 0.01.
  */
 #include <cjson/cJSON.h>
+#include <unistd.h>
 
 #include "../harness/eval/lm.h"
 #include "../harness/eval/stats.h"
 #include "../harness/eval/task.h"
+#include "../harness/eval/teacher.h"
+#include "../harness/infer/infer.h"
 #include "../harness/model/model.h"
 #include "test.h"
 
@@ -284,11 +287,113 @@ TEST(tinystories_cloze_stories260k)
         /* independent numpy reference (SOURCE.txt): 0.435 / 0.560 */
         CHECKF(fabs(r.metrics[0].value - 0.435) <= 0.01, "acc=%.3f", r.metrics[0].value);
         CHECKF(fabs(r.metrics[1].value - 0.560) <= 0.01, "acc_norm=%.3f", r.metrics[1].value);
+        /* the margin statistic agrees with acc item by item: the gold answer
+         * leads every wrong one exactly when acc picks it */
+        size_t bad = 0, nm = 0;
+        for (size_t i = 0; i < r.n_items; i++) {
+            double mg = r.items[i].ll_margin;
+            nm += isfinite(mg);
+            bad += isfinite(mg) && ((mg > 0) != (r.items[i].values[0] == 1.0));
+        }
+        CHECKF(nm == r.n_items && bad == 0, "margins %zu of %zu, %zu disagree with acc", nm,
+               r.n_items, bad);
         qe_task_result_free(&r);
     }
     qe_task_free(t);
     qe_lm_free(&lm);
     qe_model_free(m);
+}
+
+/* Teacher forcing (harness/eval/teacher.h): the reference against itself
+ * gives KLD 0, top-1 100 % and no disagreement; against a Q4_K_M file the
+ * per-token values equal an independent computation from qe_infer_eval's
+ * full logits. */
+TEST(teacher_forced_divergence)
+{
+    const char *qp = test_asset("testdata/llamacpp/stories260K-Q4_K_M.gguf");
+    if (access(qp, R_OK) != 0) {
+        fprintf(stdout, "  skipped: %s absent\n", qp);
+        return;
+    }
+    qe_err e = {0};
+    qe_model *ref = qe_model_load(test_asset("models/stories260K/stories260K.gguf"), NULL, &e);
+    REQUIRE(ref, "model: %s", e.msg);
+    qe_model *q = qe_model_load(qp, NULL, &e);
+    REQUIRE(q, "model: %s", e.msg);
+    int32_t ctx[6] = {1, 403, 261, 1099 % 512, 300, 15}, cont[40];
+    for (int i = 0; i < 40; i++)
+        cont[i] = (int32_t)((37 * i + 11) % 500 + 3);
+    qe_tf *tf = qe_tf_new(ref, ref, 128, 1, &e);
+    REQUIRE(tf, "%s", e.msg);
+    qe_tf_item it;
+    REQUIRE(qe_tf_score(tf, ctx, 6, cont, 40, &it, &e) == 0, "%s", e.msg);
+    CHECK(it.n_tokens == 40 && it.kld_sum == 0 && it.n_top1_same == 40 && it.first_diff == 40);
+    for (int i = 0; i < 40; i++)
+        CHECK(it.kld[i] == 0);
+    free(it.kld);
+    qe_tf_free(tf);
+    /* reference vs Q4_K_M, against full logits from qe_infer_eval */
+    tf = qe_tf_new(ref, q, 128, 1, &e);
+    REQUIRE(tf, "%s", e.msg);
+    REQUIRE(qe_tf_score(tf, ctx, 6, cont, 40, &it, &e) == 0, "%s", e.msg);
+    int nv = ref->cfg.n_vocab;
+    qe_infer_opts io = {.n_ctx = 128, .n_threads = 1};
+    qe_infer *ir = qe_infer_new(ref, &io, &e), *iq = qe_infer_new(q, &io, &e);
+    REQUIRE(ir && iq, "%s", e.msg);
+    int32_t all[45];
+    memcpy(all, ctx, sizeof ctx);
+    memcpy(all + 6, cont, 39 * sizeof *cont);
+    float *lr = malloc((size_t)40 * nv * sizeof *lr), *lq = malloc((size_t)40 * nv * sizeof *lq);
+    REQUIRE(qe_infer_eval(ir, all, 45, 5, lr, &e) == 0 && qe_infer_eval(iq, all, 45, 5, lq, &e) == 0,
+            "%s", e.msg);
+    double sum = 0;
+    int same = 0, first = 40;
+    double maxerr = 0;
+    for (int t = 0; t < 40; t++) {
+        const float *a = lr + (size_t)t * nv, *b = lq + (size_t)t * nv;
+        double ma = -INFINITY, mb = -INFINITY;
+        int ia = 0, ib = 0;
+        for (int v = 0; v < nv; v++) {
+            if (a[v] > ma)
+                ma = a[v], ia = v;
+            if (b[v] > mb)
+                mb = b[v], ib = v;
+        }
+        double za = 0, zb = 0;
+        for (int v = 0; v < nv; v++)
+            za += exp(a[v] - ma), zb += exp(b[v] - mb);
+        za = ma + log(za), zb = mb + log(zb);
+        double k = 0;
+        for (int v = 0; v < nv; v++)
+            k += exp(a[v] - za) * ((a[v] - za) - (b[v] - zb));
+        sum += k;
+        same += ia == ib;
+        if (ia != ib && first == 40)
+            first = t;
+        maxerr = fmax(maxerr, fabs(k - it.kld[t]) / (1e-12 + k));
+    }
+    CHECKF(fabs(sum - it.kld_sum) <= 1e-9 * sum, "kld sum %.17g vs %.17g", it.kld_sum, sum);
+    CHECKF(maxerr < 1e-6, "per-token relative error %g (float storage)", maxerr);
+    CHECKF(it.n_top1_same == same && it.first_diff == first, "top1 %d/%d first %d/%d",
+           it.n_top1_same, same, it.first_diff, first);
+    CHECK(sum > 0);
+    fprintf(stdout, "  Q4_K_M teacher-forced on 40 tokens: KLD %.5f, top-1 %d/40, first "
+            "disagreement at %d\n", sum / 40, same, first);
+    free(it.kld);
+    /* a window of 16 positions: 6 context ids leave room to score 11 */
+    qe_tf_free(tf);
+    tf = qe_tf_new(ref, q, 16, 1, &e);
+    REQUIRE(tf, "%s", e.msg);
+    REQUIRE(qe_tf_score(tf, ctx, 6, cont, 40, &it, &e) == 0, "%s", e.msg);
+    CHECK(it.n_tokens == 11);
+    free(it.kld);
+    int32_t badtok[2] = {1, 99999};
+    CHECK(qe_tf_score(tf, badtok, 2, cont, 4, &it, &e) == QE_EINVAL && strstr(e.msg, "99999"));
+    qe_tf_free(tf);
+    free(lr), free(lq);
+    qe_infer_free(ir), qe_infer_free(iq);
+    qe_model_free(q);
+    qe_model_free(ref);
 }
 
 int main(void)
@@ -300,5 +405,6 @@ int main(void)
     RUN(task_as_data_fake_lm);
     RUN(generate_fake_lm);
     RUN(tinystories_cloze_stories260k);
+    RUN(teacher_forced_divergence);
     return test_finish();
 }

@@ -534,6 +534,100 @@ TEST(flips_and_margin_from_samples)
     qe_store_close(s);
 }
 
+/* Teacher-forced divergence of a generation task (lambada, 8 items) is
+ * exact: the mean KLD and top-1 agreement recomputed with SQL from the kld
+ * rows (and from their float blobs) equal the report's per-family and
+ * per-task numbers; the reference stores no rows for itself. */
+TEST(teacher_forced_from_samples)
+{
+    const char *db = tp("tf.db"), *js = tp("tf.json");
+    char model[600], text[600];
+    snprintf(model, sizeof model, "%s", test_asset("models/stories260K/stories260K.gguf"));
+    snprintf(text, sizeof text, "%s", test_asset("datasets/tinystories/tinystories_val.txt"));
+    CHECK(sh("QEVAL_QUIET=1 '%s' run '%s' --quants Q4_K_M --tasks lambada --limit 8 --ctx 64 "
+             "--text '%s' --threads 1 --db '%s' --label tf >/dev/null 2>&1",
+             qeval_bin, model, text, db) == 0);
+    CHECK(sh("'%s' report --db '%s' --format json -o '%s' 2>/dev/null", qeval_bin, db, js) == 0);
+    sqlite3 *h;
+    REQUIRE(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open");
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(h,
+                       "SELECT v.is_reference, count(*), total(k.kld_sum), total(k.n_tokens),"
+                       " total(k.top1_same) FROM kld k JOIN variants v ON v.id = k.variant_id"
+                       " JOIN tasks t ON t.id = k.task_id WHERE t.name = 'lambada'"
+                       " GROUP BY v.is_reference",
+                       -1, &st, NULL);
+    int groups = 0;
+    double kld = NAN, top1 = NAN, items = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        groups++;
+        CHECK(sqlite3_column_int(st, 0) == 0); /* only the candidate has rows */
+        items = sqlite3_column_double(st, 1);
+        kld = sqlite3_column_double(st, 2) / sqlite3_column_double(st, 3);
+        top1 = sqlite3_column_double(st, 4) / sqlite3_column_double(st, 3);
+    }
+    sqlite3_finalize(st);
+    CHECKF(groups == 1 && items >= 1 && items <= 8, "groups %d items %g", groups, items);
+    /* each row's blob holds its per-token values: they add up to kld_sum,
+     * and first_diff samples match the rows one to one */
+    sqlite3_prepare_v2(h,
+                       "SELECT k.kld, k.kld_sum, k.n_tokens, k.top1_same, s.value, s.n_tokens"
+                       " FROM kld k JOIN tasks t ON t.id = k.task_id LEFT JOIN samples s ON"
+                       " s.variant_id = k.variant_id AND s.task_id = k.task_id AND s.item ="
+                       " k.item AND s.metric = 'tf_first_diff' WHERE t.name = 'lambada'",
+                       -1, &st, NULL);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const float *b = sqlite3_column_blob(st, 0);
+        int nt = sqlite3_column_int(st, 2), nb = sqlite3_column_bytes(st, 0);
+        double sum = 0;
+        for (int i = 0; b && i < nb / 4; i++)
+            sum += b[i];
+        CHECKF(nb == 4 * nt && fabs(sum - sqlite3_column_double(st, 1)) <=
+                                   1e-6 * (1 + sqlite3_column_double(st, 1)),
+               "blob %d bytes for %d tokens, sum %g vs %g", nb, nt, sum,
+               sqlite3_column_double(st, 1));
+        CHECK(sqlite3_column_type(st, 4) != SQLITE_NULL && sqlite3_column_int(st, 5) == nt);
+        double fd = sqlite3_column_double(st, 4);
+        CHECK(fd >= 0 && fd <= nt);
+        /* no disagreement before first_diff: then top1 >= first_diff */
+        CHECK(sqlite3_column_int(st, 3) >= (int)fd);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    char *txt = NULL;
+    size_t n;
+    qe_err e = {0};
+    REQUIRE(qe_read_file(js, &txt, &n, &e) == 0, "%s", e.msg);
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    REQUIRE(root, "json");
+    int found = 0;
+    cJSON *v;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(root, "variants"))
+    {
+        if (strcmp(cJSON_GetObjectItem(v, "name")->valuestring, "Q4_K_M"))
+            continue;
+        cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(v, "teacher_forced"), "general");
+        REQUIRE(g, "no teacher_forced.general in the JSON report");
+        double jk = cJSON_GetObjectItem(g, "kld_mean")->valuedouble;
+        double jt = cJSON_GetObjectItem(g, "top1")->valuedouble;
+        CHECKF(fabs(jk - kld) <= 1e-12 * kld && fabs(jt - top1) <= 1e-12, "json %g %g sql %g %g",
+               jk, jt, kld, top1);
+        cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(v, "tasks"))
+        {
+            if (!strcmp(cJSON_GetObjectItem(t, "task")->valuestring, "lambada") &&
+                !strcmp(cJSON_GetObjectItem(t, "metric")->valuestring, "kld_mean")) {
+                found++;
+                CHECK(fabs(cJSON_GetObjectItem(t, "value")->valuedouble - kld) <= 1e-12 * kld);
+                CHECK(cJSON_GetObjectItem(t, "n")->valuedouble == items);
+            }
+        }
+    }
+    CHECK(found == 1);
+    cJSON_Delete(root);
+}
+
 int main(void)
 {
     qeval_bin = getenv("QEVAL_BIN");
@@ -552,6 +646,7 @@ int main(void)
         return 1;
     RUN(uninterrupted_baseline);
     RUN(flips_and_margin_from_samples);
+    RUN(teacher_forced_from_samples);
     RUN(resume_after_sigkill);
     RUN(concurrent_runs);
     RUN(shards_merge);

@@ -49,6 +49,7 @@ static size_t count_words(const char *s)
 static void item_free(qe_item *it, int n_filters)
 {
     free(it->response);
+    free(it->prompt);
     for (int f = 0; it->filtered && f < n_filters; f++)
         free(it->filtered[f]);
     free(it->filtered);
@@ -447,7 +448,7 @@ static int generate_doc(ev_ctx *c, size_t di, qe_item **itp)
                                   t->n_until, &it->response, c->err);
     }
     free(ids);
-    free(ctx);
+    it->prompt = ctx; /* kept: teacher forcing scores the reference's output after it */
     if (rc == 0 && t->n_filters) {
         it->filtered = calloc((size_t)t->n_filters, sizeof *it->filtered);
         if (!it->filtered)

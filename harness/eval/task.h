@@ -253,6 +253,7 @@ typedef struct qe_item {
     int32_t head_ids[QE_ITEM_HEAD_IDS]; /* first ids of the prompt (BOS check) */
     int n_head;
     char *response;         /* raw generation, or the chosen choice text; owned */
+    char *prompt;           /* generation tasks: the prompt text (context); owned */
     char **filtered;        /* t->n_filters filtered responses (generate tasks); owned */
     double *values;         /* t->n_metrics per-item values; NaN = not applicable */
     double nll;             /* nats: gold continuation (choice tasks) or window (ppl) */

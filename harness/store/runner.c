@@ -11,12 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include "../../quant/quant.h"
 #include "../../quant/recipe.h"
 #include "../eval/lm.h"
 #include "../eval/task.h"
+#include "../eval/teacher.h"
 #include "../infer/ppl.h"
 #include "../model/imatrix_io.h"
 #include "../model/model.h"
@@ -198,8 +200,116 @@ out:
     return rc;
 }
 
-/* Per-item samples of one slice of a task. */
-static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int k, qe_err *err)
+/* The reference's stored output for (task, item) of this run, malloc'd;
+ * NULL if the reference has not stored it (yet: another shard). */
+static char *ref_response(runner *r, int64_t task_id, int64_t item)
+{
+    sqlite3_stmt *st;
+    char *out = NULL;
+    if (sqlite3_prepare_v2(qe_store_db(r->s),
+                           "SELECT s.response FROM samples s JOIN variants v ON v.id ="
+                           " s.variant_id WHERE v.run_id = ? AND v.is_reference = 1 AND"
+                           " s.task_id = ? AND s.item = ? AND s.response IS NOT NULL LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, r->run_id);
+    sqlite3_bind_int64(st, 2, task_id);
+    sqlite3_bind_int64(st, 3, item);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        out = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
+/* Teacher-forced divergence of a generation task's items (see
+ * harness/eval/teacher.h): for each item the reference's greedy output
+ * (stored, or generated here by the reference when this process has not
+ * seen it, e.g. under --shard) is scored after the item's prompt by both
+ * models; one kld row per item (per-token KLD, top-1 agreement) and a
+ * "tf_first_diff" sample.  *kc / *n_kc receive the rows (each kld array
+ * malloc'd). */
+static int tf_unit(runner *r, qe_lm *lm, const qe_model *m, const task_spec *ts,
+                   const qe_task_result *res, qe_kld_chunk **kc, size_t *n_kc, qe_sample *sm,
+                   size_t *n_sm, qe_err *err)
+{
+    const qe_task *t = ts->t;
+    *kc = NULL;
+    *n_kc = 0;
+    if (!res->n_items)
+        return 0;
+    qe_kld_chunk *rows = calloc(res->n_items, sizeof *rows);
+    if (!rows)
+        return qe_err_set(err, QE_ENOMEM, "out of memory");
+    qe_tf *tf = qe_tf_new(r->ref, m, r->n_ctx, r->o->threads, err);
+    if (!tf) {
+        free(rows);
+        return err ? err->code : QE_EINVAL;
+    }
+    qe_lm ref_lm = {0};
+    bool have_ref_lm = false;
+    int rc = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < res->n_items && !rc; i++) {
+        const qe_item *it = &res->items[i];
+        if (!it->prompt)
+            continue;
+        int64_t item = (int64_t)it->doc_index;
+        char *resp = ref_response(r, ts->id, item);
+        if (!resp) {
+            if (!have_ref_lm) {
+                if ((rc = qe_lm_infer_init(&ref_lm, r->ref, r->n_ctx, r->o->threads, err)))
+                    break;
+                have_ref_lm = true;
+            }
+            int32_t *ids = NULL;
+            size_t ni = 0;
+            rc = qe_lm_encode_context(&ref_lm, it->prompt, &ids, &ni, err);
+            if (!rc)
+                rc = ref_lm.ops->generate(&ref_lm, ids, ni, t->max_tokens,
+                                          (const char *const *)t->until, t->n_until, &resp, err);
+            free(ids);
+            if (rc)
+                break;
+        }
+        int32_t *ci = NULL, *ki = NULL;
+        size_t nci = 0, nki = 0;
+        if (resp[0])
+            rc = qe_lm_encode_pair(lm, it->prompt, resp, &ci, &nci, &ki, &nki, err);
+        free(resp);
+        /* the context the generation saw: its last n_ctx - max_tokens ids
+         * (harness/eval/lm.c keeps the end of a long prompt, as lm-eval) */
+        int mt = t->max_tokens < 1 ? 1 : t->max_tokens >= r->n_ctx ? r->n_ctx - 1 : t->max_tokens;
+        size_t room = (size_t)(r->n_ctx - mt), skip = nci > room ? nci - room : 0;
+        if (!rc && nci > skip && nki > 0) {
+            qe_tf_item ti;
+            if (!(rc = qe_tf_score(tf, ci + skip, nci - skip, ki, nki, &ti, err))) {
+                rows[n++] = (qe_kld_chunk){.item = item, .n_tokens = ti.n_tokens, .kld = ti.kld,
+                                           .n_top1_same = ti.n_top1_same};
+                sm[(*n_sm)++] = (qe_sample){.item = item, .metric = QE_METRIC_TF_FIRST_DIFF,
+                                            .value = ti.first_diff, .n_tokens = ti.n_tokens};
+            }
+        }
+        free(ci);
+        free(ki);
+    }
+    if (have_ref_lm)
+        qe_lm_free(&ref_lm);
+    qe_tf_free(tf);
+    if (rc) {
+        for (size_t i = 0; i < n; i++)
+            free((void *)rows[i].kld);
+        free(rows);
+        return rc;
+    }
+    *kc = rows;
+    *n_kc = n;
+    return 0;
+}
+
+/* Per-item samples of one slice of a task (and, for a generation task on
+ * a variant other than the reference, its teacher-forced divergence). */
+static int task_unit(runner *r, qe_lm *lm, const qe_model *model, bool is_ref,
+                     const task_spec *ts, int64_t vid, int k, qe_err *err)
 {
     qe_task *t = ts->t;
     int K = ts->n_slices;
@@ -224,7 +334,7 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
         return qe_store_unit_commit(r->s, &u, NULL, 0, NULL, 0, NULL, err);
     }
     bool ppl = t->output_type == QE_OUT_PERPLEXITY;
-    size_t cap = res.n_items * (size_t)(t->n_metrics > 0 ? t->n_metrics + 1 : 2) + 1, n = 0;
+    size_t cap = res.n_items * (size_t)(t->n_metrics > 0 ? t->n_metrics + 2 : 3) + 1, n = 0;
     qe_sample *sm = calloc(cap, sizeof *sm);
     if (!sm) {
         qe_task_result_free(&res);
@@ -265,7 +375,17 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
             sm[n++] = (qe_sample){.item = item, .metric = QE_METRIC_LL_MARGIN,
                                   .value = it->ll_margin, .n_tokens = 1};
     }
-    rc = qe_store_unit_commit(r->s, &u, sm, n, NULL, 0, NULL, err);
+    qe_kld_chunk *kc = NULL;
+    size_t n_kc = 0;
+    bool gen = t->output_type == QE_OUT_GENERATE || t->output_type == QE_OUT_CODE_EXEC ||
+               t->output_type == QE_OUT_EXACT_OUTPUT;
+    if (gen && !is_ref)
+        rc = tf_unit(r, lm, model, ts, &res, &kc, &n_kc, sm, &n, err);
+    if (!rc)
+        rc = qe_store_unit_commit(r->s, &u, sm, n, kc, n_kc, NULL, err);
+    for (size_t i = 0; i < n_kc; i++)
+        free((void *)kc[i].kld);
+    free(kc);
     free(sm);
     qe_task_result_free(&res);
     return rc;
@@ -443,7 +563,8 @@ static int run_variant(runner *r, const variant_spec *v, qe_err *err)
         qe_lm lm = {0};
         if (!(rc = qe_lm_infer_init(&lm, m, r->n_ctx, r->o->threads, err))) {
             for (int i = 0; i < p.n_task && !rc; i++) {
-                rc = task_unit(r, &lm, &r->ts[p.task_i[i]], vid, p.task_k[i], err);
+                rc = task_unit(r, &lm, m, v->is_reference, &r->ts[p.task_i[i]], vid,
+                               p.task_k[i], err);
                 r->n_run++;
                 qe_progress_update(&pg, (uint64_t)(p.n_text + i + 1));
             }

@@ -22,11 +22,19 @@
  *             value2 = sum of their squares, n_tokens = tokens scored.
  *             metric "ll_margin" (multiple choice): value = loglik of the
  *             gold answer minus the best wrong answer's, nats.
+ *             metric "tf_first_diff" (generation tasks, variants other than
+ *             the reference): teacher forcing on the reference's output,
+ *             value = index of the first output token whose argmax differs
+ *             from the reference's (n_tokens if none), n_tokens = tokens
+ *             scored.
  *             Other metrics: value = the item's score (0/1 for accuracy),
  *             with the raw response, the extracted answer and hashes of the
  *             prompt text and token ids.
  *   kld       per chunk: per-token KL(ref || variant) in nats as a float32
- *             blob, plus the count of tokens whose argmax agrees.
+ *             blob, plus the count of tokens whose argmax agrees.  For a
+ *             generation task, one row per item: the teacher-forced
+ *             divergence on the reference's greedy output (item = the
+ *             task's item, see harness/eval/teacher.h).
  *   results   aggregates computed from samples/kld by qe_store_aggregate:
  *             (variant, task, metric) -> value, stderr, n.
  *   work_units  done-markers (run, variant, task, item range): committed
@@ -51,6 +59,7 @@
 
 /* Per-item sample metrics that are not task metrics (see samples above). */
 #define QE_METRIC_LL_MARGIN "ll_margin"
+#define QE_METRIC_TF_FIRST_DIFF "tf_first_diff"
 
 typedef struct sqlite3 sqlite3;
 typedef struct qe_store qe_store;
