@@ -628,6 +628,38 @@ TEST(teacher_forced_from_samples)
     cJSON_Delete(root);
 }
 
+/* --time-budget prints a plan whose --limit the run then uses (no timing
+ * assertion: only that the plan and the stored run agree); a bad duration
+ * is a usage error. */
+TEST(time_budget_plan)
+{
+    const char *db = tp("budget.db"), *o = tp("budget.out");
+    char model[600], text[600];
+    snprintf(model, sizeof model, "%s", test_asset("models/stories260K/stories260K.gguf"));
+    snprintf(text, sizeof text, "%s", test_asset("datasets/tinystories/tinystories_val.txt"));
+    CHECK(sh("QEVAL_QUIET=1 '%s' run '%s' --quants Q8_0 --tasks copa --ctx 64 --text '%s' "
+             "--threads 1 --db '%s' --time-budget 20s >'%s' 2>&1",
+             qeval_bin, model, text, db, o) == 0);
+    char *txt = NULL;
+    size_t n;
+    qe_err e = {0};
+    REQUIRE(qe_read_file(o, &txt, &n, &e) == 0, "%s", e.msg);
+    const char *p = strstr(txt, "plan: --limit ");
+    long long L = p ? atoll(p + 14) : -1;
+    CHECKF(p && L >= 2 && strstr(txt, "plan: copa") && strstr(txt, "MDE (10% flips)"), "%s", txt);
+    free(txt);
+    sqlite3 *h;
+    REQUIRE(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "open");
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(h, "SELECT item_limit, finished_at IS NOT NULL FROM runs", -1, &st, NULL);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) == L &&
+          sqlite3_column_int(st, 1) == 1);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    CHECK(sh("'%s' run '%s' --time-budget 1x >/dev/null 2>&1", qeval_bin, model) == 2);
+    CHECK(sh("'%s' run '%s' --time-budget 0s >/dev/null 2>&1", qeval_bin, model) == 2);
+}
+
 int main(void)
 {
     qeval_bin = getenv("QEVAL_BIN");
@@ -647,6 +679,7 @@ int main(void)
     RUN(uninterrupted_baseline);
     RUN(flips_and_margin_from_samples);
     RUN(teacher_forced_from_samples);
+    RUN(time_budget_plan);
     RUN(resume_after_sigkill);
     RUN(concurrent_runs);
     RUN(shards_merge);

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,40 @@ bool qe_arg_double(const char *opt, const char *s, double *out)
     }
     *out = v;
     return true;
+}
+
+bool qe_arg_duration(const char *opt, const char *s, double *seconds)
+{
+    double total = 0;
+    const char *p = s;
+    bool any = false;
+    while (*p) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || v < 0 || !isfinite(v))
+            goto bad;
+        double mul = 1;
+        if (*end == 'h')
+            mul = 3600, end++;
+        else if (*end == 'm')
+            mul = 60, end++;
+        else if (*end == 's')
+            end++;
+        else if (*end)
+            goto bad;
+        total += v * mul;
+        any = true;
+        p = end;
+    }
+    if (!any || total <= 0)
+        goto bad;
+    *seconds = total;
+    return true;
+bad:
+    fprintf(stderr, "qeval: option '%s': expected a duration like 1h, 30m, 90s or 1h30m, got "
+                    "'%s'\n", opt, s);
+    return false;
 }
 
 bool qe_arg_bytes(const char *opt, const char *s, uint64_t *out)

@@ -58,6 +58,8 @@ const char *qe_arg_value(int argc, char **argv, int *i, const char *name, const 
 bool qe_arg_int(const char *opt, const char *s, long long lo, long long hi, long long *out);
 bool qe_arg_double(const char *opt, const char *s, double *out);
 bool qe_arg_bytes(const char *opt, const char *s, uint64_t *out);
+/* A duration: "90" (seconds), "45s", "30m", "2h", "1h30m" -> seconds (> 0). */
+bool qe_arg_duration(const char *opt, const char *s, double *seconds);
 /* --numerics exact|llamacpp -> QE_NUMERICS_* (harness/infer/infer.h); on
  * error print a usage message for cmd and return false. */
 bool qe_arg_numerics(const char *cmd, const char *s, int *out);

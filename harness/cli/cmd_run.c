@@ -38,6 +38,8 @@ static const char USAGE[] =
     "  --unit-chunks N      text chunks per work unit (default 4)\n"
     "  --report FILE        also write the HTML report\n"
     "  --memory-budget SIZE recommend the best variant whose tensors fit (e.g. 8GiB)\n"
+    "  --time-budget T      fit the run into T (e.g. 1h, 20m): probe per-item costs on\n"
+    "                       the reference, set the per-task item limit, print the plan\n"
     "\n"
     "Recommendation: the smallest variant with dPPL <= +3%, mean KLD <= 0.05 and no\n"
     "task family losing > 2 points significantly (p < 0.05); with --memory-budget the\n"
@@ -52,6 +54,7 @@ int qe_cmd_run(int argc, char **argv)
     const char *recipes[MAX_RECIPES];
     const char *report_path = NULL;
     uint64_t budget = 0;
+    double time_budget = 0;
     char args[2048] = "qeval run";
     for (int i = 1; i < argc; i++) {
         size_t l = strlen(args);
@@ -109,6 +112,9 @@ int qe_cmd_run(int argc, char **argv)
                 return qe_usage_error("run", "--shard: expected I/N with 0 <= I < N, got '%s'",
                                       v);
             o.shard_i = si, o.shard_n = sn;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--time-budget", NULL))) {
+            if (!qe_arg_duration("--time-budget", v, &time_budget))
+                return QE_EXIT_USAGE;
         } else if ((v = qe_arg_value(argc, argv, &i, "--memory-budget", NULL))) {
             if (!qe_arg_bytes("--memory-budget", v, &budget) || budget == 0)
                 return QE_EXIT_USAGE;
@@ -130,6 +136,9 @@ int qe_cmd_run(int argc, char **argv)
     o.recipes = recipes;
     qe_err err = {0};
     int64_t run_id = -1;
+    if (time_budget > 0 && qe_run_plan_budget(&o, time_budget, stdout, &err))
+        return qe_report_error("run", &err);
+    fflush(stdout);
     if (qe_run_execute(&o, &run_id, &err))
         return qe_report_error("run", &err);
     qe_store *s = qe_store_open(o.db_path, &err);

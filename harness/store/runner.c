@@ -18,7 +18,9 @@
 #include "../../quant/recipe.h"
 #include "../eval/lm.h"
 #include "../eval/task.h"
+#include "../eval/stats.h"
 #include "../eval/teacher.h"
+#include "../infer/infer.h"
 #include "../infer/ppl.h"
 #include "../model/imatrix_io.h"
 #include "../model/model.h"
@@ -935,4 +937,237 @@ int qe_store_eval_artifact(const char *gguf_path, const char *reference_model,
     o.n_recipes = 0;
     o.recipes = NULL;
     return qe_run_execute(&o, run_id, err);
+}
+
+/* ------------------------------------------------------ time budget */
+
+typedef struct plan_task {
+    qe_task *t;
+    long long avail;   /* items the task can run (suite limit applied) */
+    double cost;       /* seconds per item on the reference */
+    bool gen;          /* generation: teacher forcing on every other variant */
+} plan_task;
+
+/* Measured costs (seconds) behind the plan. */
+typedef struct plan_costs {
+    double ref_chunk;  /* one perplexity chunk on the reference */
+    double kld_chunk;  /* one lockstep chunk (reference + quantized variant) */
+    double q_ratio;    /* quantized / reference time of a forward pass */
+    double quantize;   /* building one variant */
+    int V;             /* variants, the reference included */
+} plan_costs;
+
+static double plan_cost(const plan_task *pt, int n_pt, long long n_chunks, const plan_costs *c,
+                        long long L)
+{
+    double ch = (double)(L < n_chunks ? L : n_chunks);
+    double s = ch * c->ref_chunk + (c->V - 1) * (c->quantize + ch * c->kld_chunk);
+    for (int j = 0; j < n_pt; j++) {
+        double n = (double)(L < pt[j].avail ? L : pt[j].avail);
+        s += n * pt[j].cost * (1 + (c->V - 1) * c->q_ratio);
+        if (pt[j].gen) /* teacher forcing: at most a full window, both models */
+            s += n * (c->V - 1) * c->kld_chunk;
+    }
+    return s;
+}
+
+int qe_run_plan_budget(qe_run_opts *o, double budget_s, FILE *out, qe_err *err)
+{
+    double t0 = qe_now();
+    plan_task *pt = NULL;
+    int n_pt = 0, rc = 0;
+    qe_suite *su = NULL;
+    qe_lm lm = {0};
+    bool have_lm = false;
+    qe_model *qm = NULL;
+    int32_t *tokens = NULL;
+    size_t n_tokens = 0;
+    char *list = NULL;
+    plan_costs c = {.V = 1 + o->n_recipes, .q_ratio = 1};
+    qe_model *m = qe_model_load(o->model_path, NULL, err);
+    if (!m)
+        return err ? err->code : QE_EIO;
+    int n_ctx = o->n_ctx > 0 ? o->n_ctx
+                : m->cfg.n_ctx_train > 0 && m->cfg.n_ctx_train < 512 ? m->cfg.n_ctx_train
+                                                                     : 512;
+    const char *q = o->quants ? o->quants : QE_RUN_DEFAULT_QUANTS;
+    for (const char *p = q; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        c.V += l > 0;
+        p += l + (e != NULL);
+    }
+    /* the text, and what its chunks cost: 2 chunks of perplexity on the
+     * reference, and of lockstep KLD against a Q4_K_M build of it */
+    const char *path = o->text_path ? o->text_path : default_text(m);
+    char *text = NULL;
+    size_t tn = 0;
+    if ((rc = qe_read_file(path, &text, &tn, err))) {
+        qe_err_prefix(err, "perplexity text");
+        goto out;
+    }
+    rc = qe_tokenize(m->tok, text, tn, true, false, &tokens, &n_tokens, err);
+    free(text);
+    if (rc)
+        goto out;
+    if (o->suite && !(su = qe_suite_load_name(o->suite, err))) {
+        rc = err ? err->code : QE_ENOTFOUND;
+        goto out;
+    }
+    long long n_chunks = (long long)(n_tokens / (size_t)n_ctx);
+    if (su && su->text_chunks > 0 && n_chunks > su->text_chunks)
+        n_chunks = su->text_chunks;
+    if (n_chunks < 2) {
+        rc = qe_err_set(err, QE_EINVAL, "%s: %zu tokens make fewer than 2 chunks of %d", path,
+                        n_tokens, n_ctx);
+        goto out;
+    }
+    qe_ppl_opts po = {.n_ctx = n_ctx, .n_chunks = 2, .n_threads = o->threads,
+                      .bos = qe_tokenizer_add_bos(m->tok) ? qe_tokenizer_bos(m->tok) : -1};
+    qe_ppl_result pr;
+    qe_kld_result kr;
+    double a = qe_now();
+    if ((rc = qe_ppl_run(m, tokens, n_tokens, &po, &pr, err)))
+        goto out;
+    qe_ppl_result_free(&pr);
+    c.ref_chunk = (qe_now() - a) / 2;
+    if (c.V > 1) {
+        qe_quant_opts qo;
+        qe_quant_opts_init(&qo);
+        qo.ftype = qe_ftype_from_name("Q4_K_M");
+        qo.n_threads = o->threads;
+        qe_quant_report rep = {0};
+        a = qe_now();
+        if (!(qm = qe_model_quantize(m, &qo, &rep, err))) {
+            rc = err ? err->code : QE_EINVAL;
+            goto out;
+        }
+        qe_quant_report_free(&rep);
+        c.quantize = qe_now() - a;
+        a = qe_now();
+        if ((rc = qe_kld_run(m, qm, tokens, n_tokens, &po, &kr, err)))
+            goto out;
+        qe_kld_result_free(&kr);
+        c.kld_chunk = (qe_now() - a) / 2;
+        a = qe_now();
+        if ((rc = qe_ppl_run(qm, tokens, n_tokens, &po, &pr, err)))
+            goto out;
+        qe_ppl_result_free(&pr);
+        c.q_ratio = c.ref_chunk > 0 ? (qe_now() - a) / 2 / c.ref_chunk : 1;
+    }
+    /* tasks: the suite's, then --tasks; 2 items of each on the reference */
+    int cap = (su ? su->n : 0) + 1;
+    if (o->tasks)
+        for (const char *p = o->tasks; *p; p++)
+            cap += *p == ',';
+    pt = calloc((size_t)cap + 1, sizeof *pt);
+    list = o->tasks ? strdup(o->tasks) : NULL;
+    if (!pt || (o->tasks && !list)) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = qe_lm_infer_init(&lm, m, n_ctx, o->threads, err)))
+        goto out;
+    have_lm = true;
+    char *save = NULL, *tok = list ? strtok_r(list, ",", &save) : NULL;
+    for (int i = 0; !rc && (i < (su ? su->n : 0) || tok); i++) {
+        const char *name;
+        long long lim = 0;
+        if (su && i < su->n)
+            name = su->entries[i].task, lim = (long long)su->entries[i].limit;
+        else {
+            name = tok;
+            tok = strtok_r(NULL, ",", &save);
+            if (!*name)
+                continue;
+        }
+        plan_task *p = &pt[n_pt];
+        if (!(p->t = qe_task_load_name(name, err))) {
+            rc = err ? err->code : QE_ENOTFOUND;
+            break;
+        }
+        n_pt++;
+        if ((rc = qe_task_load_data(p->t, err)))
+            break;
+        p->avail = lim > 0 && lim < (long long)p->t->docs.n ? lim : (long long)p->t->docs.n;
+        p->gen = p->t->output_type == QE_OUT_GENERATE || p->t->output_type == QE_OUT_CODE_EXEC ||
+                 p->t->output_type == QE_OUT_EXACT_OUTPUT;
+        long long probe = p->avail < 2 ? p->avail : 2;
+        if (probe > 0) {
+            qe_eval_opts eo = {.limit = (size_t)probe};
+            qe_task_result res = {0};
+            a = qe_now();
+            if ((rc = qe_eval_task(&lm, p->t, &eo, &res, err)))
+                break;
+            p->cost = res.skipped[0] ? 0 : (qe_now() - a) / (double)probe;
+            qe_task_result_free(&res);
+        }
+    }
+    if (rc)
+        goto out;
+    double probe_s = qe_now() - t0;
+    double avail_s = 0.95 * budget_s - probe_s;
+    long long maxL = n_chunks;
+    for (int j = 0; j < n_pt; j++)
+        if (pt[j].avail > maxL)
+            maxL = pt[j].avail;
+    long long L = 2;
+    if (plan_cost(pt, n_pt, n_chunks, &c, maxL) <= avail_s) {
+        L = maxL;
+    } else { /* the largest L that fits (the cost grows with L) */
+        long long lo = 2, hi = maxL;
+        while (lo < hi) {
+            long long mid = lo + (hi - lo + 1) / 2;
+            if (plan_cost(pt, n_pt, n_chunks, &c, mid) <= avail_s)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        L = lo;
+    }
+    if (o->limit > 0 && o->limit < L)
+        L = o->limit < 2 ? 2 : o->limit;
+    fprintf(out, "plan: budget %.0f s, %d variants, ctx %d; probe %.1f s: text chunk %.3f s on "
+                 "the reference, %.3f s in lockstep with Q4_K_M (%.2fx its forward time), %.1f s "
+                 "to quantize; 5%% held back\n",
+            budget_s, c.V, n_ctx, probe_s, c.ref_chunk, c.kld_chunk, c.q_ratio, c.quantize);
+    fprintf(out, "plan: %-24s %8s %8s %12s %10s %16s\n", "task", "items", "of", "s/item (ref)",
+            "est. s", "MDE (10% flips)");
+    long long tc = L < n_chunks ? L : n_chunks;
+    fprintf(out, "plan: %-24s %8lld %8lld %12.3f %10.1f %16s\n", "text (ppl/KLD chunks)", tc,
+            n_chunks, c.ref_chunk, (double)tc * (c.ref_chunk + (c.V - 1) * c.kld_chunk), "-");
+    for (int j = 0; j < n_pt; j++) {
+        long long n = L < pt[j].avail ? L : pt[j].avail;
+        double est = (double)n * pt[j].cost * (1 + (c.V - 1) * c.q_ratio) +
+                     (pt[j].gen ? (double)n * (c.V - 1) * c.kld_chunk : 0);
+        char mde[32] = "-";
+        if (pt[j].t->output_type != QE_OUT_PERPLEXITY && n > 0) {
+            double d = qe_stats_mde_mcnemar((size_t)n, (size_t)llround(0.1 * (double)n), 0.05,
+                                            0.8);
+            if (isfinite(d))
+                snprintf(mde, sizeof mde, "%.1f pts", 100 * d);
+            else
+                snprintf(mde, sizeof mde, "none (n=%lld)", n);
+        }
+        fprintf(out, "plan: %-24s %8lld %8lld %12.3f %10.1f %16s\n", pt[j].t->name, n,
+                pt[j].avail, pt[j].cost, est, mde);
+    }
+    double total = plan_cost(pt, n_pt, n_chunks, &c, L);
+    fprintf(out, "plan: --limit %lld per task (the same item count for every task keeps the "
+                 "largest MDE smallest): estimated %.0f s of %.0f s%s\n",
+            L, total + probe_s, budget_s,
+            total > avail_s ? " (over budget: even 2 items per task do not fit)" : "");
+    o->limit = L;
+out:
+    if (have_lm)
+        qe_lm_free(&lm);
+    for (int j = 0; j < n_pt; j++)
+        qe_task_free(pt[j].t);
+    free(pt);
+    free(list);
+    free(tokens);
+    qe_suite_free(su);
+    qe_model_free(qm);
+    qe_model_free(m);
+    return rc;
 }

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../util/common.h"
 
@@ -55,6 +56,24 @@ void qe_run_opts_init(qe_run_opts *o);
 /* Execute (or resume) a run.  *run_id receives the run's id in the
  * database.  Progress goes to stderr; nothing is printed on stdout. */
 int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err);
+
+/*
+ * `qeval run --time-budget`: plan a run that fits budget_s seconds.  A
+ * short probe on the reference measures the cost of one text chunk (one
+ * forward pass of n_ctx tokens) and of one item of every task (2 items
+ * each); the cost of the run at a per-task item limit L is then
+ *   text:  min(L, chunks) * c_text * (1 + 2 (V - 1))   (lockstep KLD runs two models)
+ *   tasks: sum_j min(L, items_j) * (c_j V + [generation] 2 c_text (V - 1))
+ *          (teacher forcing: two prefills per item, at most a full window)
+ * for V variants.  The same L for every task minimises the largest
+ * minimal detectable effect (it is the same function of n for every task
+ * at a given discordance); the largest L whose estimate fits the budget
+ * left after the probe, less 10 % held back for quantization and setup,
+ * becomes o->limit (a task with fewer items than L runs them all).  The
+ * plan (per task: items, estimated seconds, MDE at 10 % flips) is printed
+ * to `out`.  Errors: those of loading the model, the text and the tasks.
+ */
+int qe_run_plan_budget(qe_run_opts *o, double budget_s, FILE *out, qe_err *err);
 
 /*
  * `qeval eval FILE.gguf --reference MODEL --db F`: evaluate a file made
