@@ -36,7 +36,9 @@ static const char USAGE[] =
     "  --suite      a suite name (see `qeval suites`); its per-task limits apply\n"
     "  --limit N    at most N items per task (perplexity: N windows); overrides the suite's\n"
     "  --reference  also run REF on the same items: delta and paired p-value per metric\n"
-    "               (McNemar exact for accuracies, paired bootstrap otherwise)\n"
+    "               (McNemar exact for accuracies, paired bootstrap otherwise); multiple\n"
+    "               choice adds ll_margin: the gold answer's loglik lead over the best\n"
+    "               wrong answer, a continuous paired statistic\n"
     "  --ctx N      context window (default 512)    --threads N  OpenMP threads\n"
     "  --verbose    log the first 16 token ids of every prompt to stderr\n"
     "  --db F       store FILE.gguf as a variant named <file type>@<sha256 prefix> of REF's run\n"
@@ -94,6 +96,37 @@ static int eval_into_db(const char *gguf, const char *ref, const char *db, const
     int rc = qe_report_render(s, run_id, "table", stdout, &err);
     qe_store_close(s);
     return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
+}
+
+/* Multiple choice with --reference: the paired gold-answer margin (loglik
+ * of the gold answer minus the best wrong one), a continuous statistic
+ * that sees a shift long before acc flips (paired bootstrap, 2000
+ * resamples, seed 42, as qeval compare). */
+static void print_margin_row(const qe_task *t, const qe_task_result *ref,
+                             const qe_task_result *cand)
+{
+    if (t->output_type != QE_OUT_MULTIPLE_CHOICE || ref->n_items != cand->n_items ||
+        !cand->n_items)
+        return;
+    size_t n = cand->n_items, k = 0;
+    double *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    for (size_t i = 0; a && b && i < n; i++) {
+        const qe_item *x = &ref->items[i], *y = &cand->items[i];
+        if (x->doc_index == y->doc_index && isfinite(x->ll_margin) && isfinite(y->ll_margin))
+            a[k] = x->ll_margin, b[k] = y->ll_margin, k++;
+    }
+    qe_paired pr;
+    double m, se;
+    if (k && qe_stats_paired_bootstrap(a, b, k, 2000, 42, &pr, NULL) == 0) {
+        qe_stats_mean_se(b, k, &m, &se);
+        char dl[32], pv[32];
+        snprintf(dl, sizeof dl, "%+.4f", pr.delta);
+        snprintf(pv, sizeof pv, "%.3g", pr.p);
+        printf("%-20s %-22s %10.4f %9.4f %6zu %10s %8s %8s\n", t->name, "ll_margin", m, se, k, dl,
+               pv, "");
+    }
+    free(a);
+    free(b);
 }
 
 int qe_cmd_eval(int argc, char **argv)
@@ -227,6 +260,8 @@ int qe_cmd_eval(int argc, char **argv)
                    qe_fmt_compact(mr->value, 4, vb, sizeof vb),
                    qe_fmt_compact(mr->se, 4, sb, sizeof sb), mr->n, dl, pv, fr);
         }
+        if (rc == 0 && ref && !rc_res.skipped[0])
+            print_margin_row(ts[k], &rr_res, &rc_res);
         if (verbose)
             fprintf(stderr, "%s: %s; %.1f s\n", ts[k]->name, rc_res.protocol, rc_res.wall_s);
         fflush(stdout);
@@ -235,7 +270,8 @@ int qe_cmd_eval(int argc, char **argv)
     }
     if (rc == 0 && ref)
         printf("(* perplexity rows: delta of mean NLL per token per window, nats, paired "
-               "bootstrap)\n");
+               "bootstrap; ll_margin: mean loglik margin of the gold answer over the best wrong "
+               "one, nats, paired bootstrap)\n");
     for (int k = 0; k < s->n; k++)
         qe_task_free(ts[k]);
     free(ts);
