@@ -76,8 +76,8 @@ TEST(paired_acc_hand)
 TEST(bootstrap_constant_shift)
 {
     /* cand = ref + 0.1 on every item: every resample has delta 0.1, so
-     * se = 0, interval [0.1, 0.1], and no resample is <= 0:
-     * p = 2 * (0 + 1) / (1000 + 1) */
+     * se = 0, interval [0.1, 0.1], and no resample is <= 0: all 50 signs
+     * agree, p = the exact sign test's 2 * 0.5^50 */
     double ref[50], cand[50];
     for (int i = 0; i < 50; i++) {
         ref[i] = 1.0 + 0.01 * i;
@@ -90,7 +90,7 @@ TEST(bootstrap_constant_shift)
     CHECKF(fabs(p.delta - 0.1) < 1e-12, "delta=%g", p.delta);
     CHECKF(p.se < 1e-12, "se=%g", p.se);
     CHECKF(fabs(p.lo - 0.1) < 1e-12 && fabs(p.hi - 0.1) < 1e-12, "%g %g", p.lo, p.hi);
-    CHECKF(fabs(p.p - 2.0 / 1001) < 1e-15, "p=%g", p.p);
+    CHECKF(p.p == ldexp(1.0, -49), "p=%g", p.p);
 }
 
 TEST(bootstrap_deterministic_and_calibrated)
@@ -119,6 +119,13 @@ TEST(bootstrap_deterministic_and_calibrated)
     qe_err e = {0};
     CHECK(qe_stats_paired_bootstrap(ref, cand, 0, 1000, 1, &a, &e) == QE_EINVAL);
     CHECK(strstr(e.msg, "n=0") != NULL);
+    /* a strong shift (z = 0.5/0.05 = 10): no resample crosses 0, and p is
+     * the normal tail 2 Phi(-delta/se) ~ 1.5e-23 (floored at 2 * 0.5^400),
+     * far below the count's 2/2001 */
+    for (int i = 0; i < N; i++)
+        cand[i] = 2.0 + ((i & 1) ? -1.0 : 1.0) + 0.5;
+    CHECK(qe_stats_paired_bootstrap(ref, cand, N, 2000, 7, &a, NULL) == 0);
+    CHECKF(a.p < 1e-15 && fabs(a.p - erfc(a.delta / a.se / sqrt(2.0))) < 1e-30, "p=%g", a.p);
 }
 
 TEST(wilcoxon_hand)
@@ -197,7 +204,9 @@ TEST(norm_quantile)
     /* MDE of a paired mean: (1.959964 + 0.841621) * 1 / sqrt(100) */
     CHECKF(fabs(qe_stats_mde_paired(100, 1.0, 0.05, 0.8) - 0.2801585) < 1e-6, "%.7f",
            qe_stats_mde_paired(100, 1.0, 0.05, 0.8));
-    /* McNemar: 5 items cannot reach p < 0.05 (2 * 0.5^5 = 0.0625) */
+    /* 5 items cannot reach p < 0.05 (2 * 0.5^5 = 0.0625), paired or McNemar */
+    CHECK(isinf(qe_stats_mde_paired(5, 1.0, 0.05, 0.8)));
+    CHECK(isfinite(qe_stats_mde_paired(6, 1.0, 0.05, 0.8)));
     CHECK(isinf(qe_stats_mde_mcnemar(5, 0, 0.05, 0.8)));
     /* 6 items, all flipped one way: p = 0.03125, power 1 at delta = 1 */
     CHECK(isfinite(qe_stats_mde_mcnemar(6, 0, 0.05, 0.8)));

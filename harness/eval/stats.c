@@ -115,6 +115,17 @@ int qe_stats_paired_bootstrap(const double *ref, const double *cand, size_t n, i
     out->hi = deltas[ihi];
     size_t tail = n_le < n_ge ? n_le : n_ge;
     double p = 2.0 * ((double)tail + 1) / ((double)n_resamples + 1);
+    /* No resample reached the other side of 0: the count says only "p <
+     * 2/(B+1)", a resolution limit that multiple-comparison control would
+     * multiply (Holm over 30 checks turns every 0.001 into 0.03).  Below it
+     * use the normal tail of the bootstrap distribution, 2 Phi(-|delta|/se). */
+    if (tail == 0 && out->se > 0) {
+        double pn = erfc(fabs(out->delta) / out->se / sqrt(2.0));
+        if (pn < p)
+            p = pn;
+    } else if (tail == 0) {
+        p = 0; /* every resample equal and non-zero: the sign-test floor below */
+    }
     /* With few items every resample can share one sign (n = 1 always
      * does), which would read as p = 2/(B+1).  No paired test on n items
      * can be surer than the exact sign test with all n signs agreeing,
@@ -388,6 +399,9 @@ double qe_stats_mde_mcnemar(size_t n, size_t n_discordant, double alpha, double 
 double qe_stats_mde_paired(size_t n, double sd_diff, double alpha, double power)
 {
     if (n == 0 || !isfinite(sd_diff))
+        return INFINITY;
+    /* the paired bootstrap's p never goes below the sign test's 2 * 0.5^n */
+    if (n < 64 && ldexp(1.0, 1 - (int)n) >= alpha)
         return INFINITY;
     return (qe_stats_norm_quantile(1 - alpha / 2) + qe_stats_norm_quantile(power)) * sd_diff /
            sqrt((double)n);

@@ -52,8 +52,11 @@ typedef struct qe_paired {
  * KLD per item): resample item indices with replacement n_resamples times
  * (>= 1000 recommended) with a splitmix64 stream seeded by `seed`.  p is the
  * two-sided bootstrap p-value 2 * min(P*(delta <= 0), P*(delta >= 0)),
- * capped at 1, with the +1 correction (count+1)/(B+1), and never below
- * the exact sign test's floor 2 * 0.5^n (one item is never significant).  Allocates a
+ * capped at 1, with the +1 correction (count+1)/(B+1); when no resample
+ * falls on the other side of 0 it is the normal tail 2 Phi(-|delta|/se)
+ * of the bootstrap distribution (if smaller than 2/(B+1)), so strong
+ * effects survive multiple-comparison adjustment; never below the exact
+ * sign test's floor 2 * 0.5^n (one item is never significant).  Allocates a
  * scratch array of n_resamples doubles.  Errors: QE_EINVAL (n == 0,
  * n_resamples < 1), QE_ENOMEM.
  */
@@ -97,8 +100,9 @@ double qe_stats_mde_mcnemar(size_t n, size_t n_discordant, double alpha, double 
 
 /* Minimal detectable mean difference of a paired continuous measure, in
  * its units: (z_{1-alpha/2} + z_power) * sd_diff / sqrt(n), the normal
- * (large-sample) power point of the paired bootstrap / z test.  n == 0 or
- * sd_diff NaN gives INFINITY. */
+ * (large-sample) power point of the paired bootstrap / z test.  n == 0,
+ * sd_diff NaN, or so few items that the bootstrap's floor 2 * 0.5^n is not
+ * below alpha (n < 6 at 0.05) give INFINITY. */
 double qe_stats_mde_paired(size_t n, double sd_diff, double alpha, double power);
 
 /* Multiple-comparison adjustment of m p-values (adj may alias p). */
