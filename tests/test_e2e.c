@@ -50,7 +50,7 @@ static int run_cmd(const char *cmd, char **out)
 }
 
 static const char *const commands[] = {
-    "info", "tokenize", "ppl", "generate", "quantize", "imatrix", "eval", "tasks",
+    "info", "tokenize", "template", "ppl", "generate", "quantize", "imatrix", "eval", "tasks",
     "suites", "run", "report", "compare", "gate", "history", "merge",
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
