@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -50,7 +51,7 @@ static int run_cmd(const char *cmd, char **out)
 }
 
 static const char *const commands[] = {
-    "info", "tokenize", "ppl", "generate", "quantize", "imatrix", "eval", "tasks",
+    "info", "tokenize", "template", "ppl", "generate", "quantize", "imatrix", "eval", "tasks",
     "suites", "run", "report", "compare", "gate", "history", "merge",
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -137,11 +138,70 @@ TEST(smoke_suite_end_to_end)
     free(out);
 }
 
+
+/* `qeval tokenize` on a bare tokenizer.json and on a directory holding only
+ * tokenizer files: llama.cpp's llama-bpe and qwen2 vectors (test-tokenizer-0
+ * settings: no BOS, no special parsing), one process per tokenizer. */
+TEST(tokenize_bare_tokenizer_vectors)
+{
+    const struct {
+        const char *model, *vectors;
+    } cases[] = {
+        {"tokenizers/hf-llama3/tokenizer.json", "tokenizers/llama.cpp-vocab/ggml-vocab-llama-bpe.gguf"},
+        {"tokenizers/hf-qwen3", "tokenizers/llama.cpp-vocab/ggml-vocab-qwen2.gguf"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char model[512], inp[512], outp[512], cmd[2048];
+        snprintf(model, sizeof model, "%s", test_asset(cases[c].model));
+        snprintf(inp, sizeof inp, "%s.inp", test_asset(cases[c].vectors));
+        snprintf(outp, sizeof outp, "%s.out", test_asset(cases[c].vectors));
+        FILE *fo = fopen(outp, "rb");
+        if (!fo || access(model, R_OK) != 0) {
+            printf("  skipped: %s or %s not found\n", model, outp);
+            if (fo)
+                fclose(fo);
+            continue;
+        }
+        snprintf(cmd, sizeof cmd,
+                 "%s tokenize %s --file %s --split '\\n__ggml_vocab_test__\\n' --ids --no-bos "
+                 "2>/dev/null",
+                 bin(), model, inp);
+        char *got = NULL;
+        int rc = run_cmd(cmd, &got);
+        CHECKF(rc == 0, "%s: rc=%d", cmd, rc);
+        /* compare line by line: "[1, 2]" against " 1 2" */
+        char want[65536], *g = got;
+        int n = 0, bad = 0;
+        while (fgets(want, sizeof want, fo)) {
+            char norm[65536];
+            size_t k = 0;
+            norm[k++] = '[';
+            for (char *t = strtok(want, " \n"); t; t = strtok(NULL, " \n"))
+                k += (size_t)snprintf(norm + k, sizeof norm - k, "%s%s", k > 1 ? ", " : "", t);
+            norm[k++] = ']';
+            norm[k] = 0;
+            char *eol = g ? strchr(g, '\n') : NULL;
+            if (!eol || (size_t)(eol - g) != k || memcmp(g, norm, k) != 0) {
+                if (bad++ < 3)
+                    printf("  %s vector %d: want %s got %.*s\n", cases[c].model, n, norm,
+                           eol ? (int)(eol - g) : 20, g ? g : "(none)");
+            }
+            g = eol ? eol + 1 : NULL;
+            n++;
+        }
+        fclose(fo);
+        CHECKF(bad == 0 && n > 20, "%s: %d of %d vectors differ", cases[c].model, bad, n);
+        printf("  %s: %d vectors through the CLI\n", cases[c].model, n - bad);
+        free(got);
+    }
+}
+
 int main(void)
 {
     RUN(every_command_has_help);
     RUN(bad_option_exits_2_with_message);
     RUN(missing_model_file_is_a_clear_error);
     RUN(smoke_suite_end_to_end);
+    RUN(tokenize_bare_tokenizer_vectors);
     return test_finish();
 }

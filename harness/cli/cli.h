@@ -21,6 +21,7 @@ typedef int (*qe_cmd_fn)(int argc, char **argv); /* argv[0] = command name */
 /* One function per command, each in cmd_<name>.c. */
 int qe_cmd_info(int argc, char **argv);
 int qe_cmd_tokenize(int argc, char **argv);
+int qe_cmd_template(int argc, char **argv);
 int qe_cmd_ppl(int argc, char **argv);
 int qe_cmd_generate(int argc, char **argv);
 int qe_cmd_quantize(int argc, char **argv);

@@ -14,6 +14,7 @@ static const struct {
 } commands[] = {
     {"info", qe_cmd_info, "architecture, tokenizer, tensors, params, bits per weight"},
     {"tokenize", qe_cmd_tokenize, "tokenize text with the model's tokenizer"},
+    {"template", qe_cmd_template, "render a conversation through the model's chat template"},
     {"ppl", qe_cmd_ppl, "llama.cpp-compatible perplexity; KL divergence with --reference"},
     {"generate", qe_cmd_generate, "greedy generation (sanity check)"},
     {"quantize", qe_cmd_quantize, "quantize a model to GGUF (Q8_0 ... Q2_K, recipes, imatrix)"},

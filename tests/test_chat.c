@@ -1,0 +1,277 @@
+/*
+ * test_chat.c: chat templates end to end: where a template comes from
+ * (GGUF tokenizer.chat_template and named variants, tokenizer_config.json
+ * as a string or a list of named templates, chat_template.jinja,
+ * --chat-template FILE) and `qeval template` printing the render byte for
+ * byte, with exit 2 and the message on a template error.
+ *
+ * The binary is $QEVAL_BIN (set by `make test`), else ./qeval.  A GGUF
+ * with a chat template is made here from stories260K.gguf with the
+ * project's GGUF writer.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../harness/chat/chat.h"
+#include "../harness/model/gguf.h"
+#include "test.h"
+
+static const char *bin(void)
+{
+    const char *b = getenv("QEVAL_BIN");
+    return (b && *b) ? b : "./qeval";
+}
+
+static int run_cmd(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1024 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, p);
+        if (r == 0)
+            break;
+        n += r;
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* Mistral-7B-Instruct-v0.1's template (also Mixtral's): raises when the
+ * roles do not alternate. */
+static const char MISTRAL[] =
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+    "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ "
+    "'[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' "
+    "%}{{ message['content'] + eos_token + ' ' }}{% else %}{{ raise_exception('Only user and "
+    "assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+static const char TOOL_TPL[] = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}";
+
+static char tmpdir[256];
+
+static const char *tmp(const char *name)
+{
+    static char bufs[8][512];
+    static int k;
+    char *b = bufs[k++ & 7];
+    snprintf(b, sizeof bufs[0], "%s/%s", tmpdir, name);
+    return b;
+}
+
+static int make_fixtures(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/qeval-test-chat-XXXXXX");
+    if (!mkdtemp(tmpdir))
+        return -1;
+    qe_err err = {0};
+    qe_gguf *g = qe_gguf_open(test_asset("models/stories260K/stories260K.gguf"), &err);
+    if (!g)
+        return -1;
+    qe_gguf_builder *b = qe_gguf_builder_from(g, &err);
+    int rc = !b || qe_gguf_builder_set_str(b, "tokenizer.chat_template", MISTRAL, &err) ||
+             qe_gguf_builder_set_str(b, "tokenizer.chat_template.tool_use", TOOL_TPL, &err) ||
+             qe_gguf_builder_write(b, tmp("chat.gguf"), &err);
+    qe_gguf_builder_free(b);
+    qe_gguf_close(g);
+    if (rc) {
+        printf("  fixture: %s\n", err.msg);
+        return -1;
+    }
+    write_text(tmp("ctx.json"), "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+                                "{\"role\": \"assistant\", \"content\": \"Hello!\"}, "
+                                "{\"role\": \"user\", \"content\": \"2+2?\"}]}");
+    write_text(tmp("bad.json"), "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, "
+                                "{\"role\": \"user\", \"content\": \"b\"}]}");
+    write_text(tmp("tpl.jinja"), "{% for m in messages %}{{ m.role|upper }}: {{ m.content }}\n"
+                                 "{% endfor %}");
+    mkdir(tmp("hf"), 0755);
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(cfg, "chat_template");
+    cJSON *e1 = cJSON_CreateObject(), *e2 = cJSON_CreateObject();
+    cJSON_AddStringToObject(e1, "name", "default");
+    cJSON_AddStringToObject(e1, "template", MISTRAL);
+    cJSON_AddStringToObject(e2, "name", "tool_use");
+    cJSON_AddStringToObject(e2, "template", TOOL_TPL);
+    cJSON_AddItemToArray(list, e1);
+    cJSON_AddItemToArray(list, e2);
+    cJSON *bos = cJSON_AddObjectToObject(cfg, "bos_token");
+    cJSON_AddStringToObject(bos, "content", "<s>");
+    cJSON_AddStringToObject(cfg, "eos_token", "</s>");
+    char *js = cJSON_Print(cfg);
+    write_text(tmp("hf/tokenizer_config.json"), js);
+    free(js);
+    cJSON_Delete(cfg);
+    return 0;
+}
+
+static void cleanup(void)
+{
+    const char *files[] = {"chat.gguf", "ctx.json", "bad.json", "tpl.jinja",
+                           "hf/tokenizer_config.json", "hf"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        remove(tmp(files[i]));
+    rmdir(tmpdir);
+}
+
+static const char WANT_MISTRAL[] = "<s>[INST] Hi [/INST]Hello!</s> [INST] 2+2? [/INST]";
+
+TEST(template_from_gguf)
+{
+    char cmd[1400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s", bin(), tmp("chat.gguf"),
+             tmp("ctx.json"));
+    int rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strcmp(out, WANT_MISTRAL) == 0, "rc=%d out=[%s]", rc, out);
+    free(out);
+    /* a named variant, with add_generation_prompt */
+    snprintf(cmd, sizeof cmd,
+             "%s template %s --template-name tool_use --add-generation-prompt --context %s",
+             bin(), tmp("chat.gguf"), tmp("ctx.json"));
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strcmp(out, "<user>Hi<assistant>Hello!<user>2+2?<assistant>") == 0,
+           "rc=%d out=[%s]", rc, out);
+    free(out);
+    /* an unknown name lists the ones there are */
+    snprintf(cmd, sizeof cmd, "%s template %s --template-name nope 2>&1", bin(),
+             tmp("chat.gguf"));
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 2 && strstr(out, "tokenizer.chat_template.nope") && strstr(out, "tool_use"),
+           "rc=%d out=%s", rc, out);
+    free(out);
+}
+
+TEST(raise_exception_exits_2)
+{
+    char cmd[1400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s 2>&1", bin(), tmp("chat.gguf"),
+             tmp("bad.json"));
+    int rc = run_cmd(cmd, &out);
+    CHECKF(rc == 2 && strstr(out, "raise_exception: Conversation roles must alternate "
+                                  "user/assistant/user/assistant/...") &&
+               strstr(out, "line 1, column"),
+           "rc=%d out=%s", rc, out);
+    free(out);
+}
+
+TEST(template_from_hf_config)
+{
+    char cmd[1400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s", bin(), tmp("hf"), tmp("ctx.json"));
+    int rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strcmp(out, WANT_MISTRAL) == 0, "list default: rc=%d out=[%s]", rc, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s template %s --template-name tool_use --context %s", bin(),
+             tmp("hf/tokenizer_config.json"), tmp("ctx.json"));
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strcmp(out, "<user>Hi<assistant>Hello!<user>2+2?") == 0,
+           "list named: rc=%d out=[%s]", rc, out);
+    free(out);
+    /* --chat-template overrides; the model still supplies bos/eos */
+    snprintf(cmd, sizeof cmd, "%s template %s --chat-template %s --context %s", bin(), tmp("hf"),
+             tmp("tpl.jinja"), tmp("ctx.json"));
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strcmp(out, "USER: Hi\nASSISTANT: Hello!\nUSER: 2+2?\n") == 0,
+           "override: rc=%d out=[%s]", rc, out);
+    free(out);
+    /* a real tokenizer_config.json (Llama 3), rendered as Python Jinja2 does */
+    const char *llama3 = test_asset("tokenizers/hf-llama3");
+    if (access(llama3, R_OK) != 0) {
+        printf("  skipped: %s not found\n", llama3);
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s --add-generation-prompt", bin(),
+             llama3, tmp("ctx.json"));
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strcmp(out, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+                                  "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+                                  "Hello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+                                  "2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+                                  "\n\n") == 0,
+           "llama3: rc=%d out=[%s]", rc, out);
+    free(out);
+}
+
+TEST(missing_template_is_a_clear_error)
+{
+    char cmd[1400], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s template %s 2>&1", bin(),
+             test_asset("models/stories260K/stories260K.gguf"));
+    int rc = run_cmd(cmd, &out);
+    CHECKF(rc == 2 && strstr(out, "has no chat template") && strstr(out, "--chat-template"),
+           "rc=%d out=%s", rc, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s template %s --context /nonexistent.json 2>&1", bin(),
+             tmp("chat.gguf"));
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 2 && strstr(out, "/nonexistent.json"), "rc=%d out=%s", rc, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s template --help", bin());
+    rc = run_cmd(cmd, &out);
+    CHECKF(rc == 0 && strstr(out, "--chat-template"), "rc=%d", rc);
+    free(out);
+}
+
+TEST(library_sources)
+{
+    qe_err err = {0};
+    qe_chat_template *ct = qe_chat_template_load(tmp("chat.gguf"), NULL, NULL, &err);
+    REQUIRE(ct, "%s", err.msg);
+    CHECKF(ct->bos_token && strcmp(ct->bos_token, "<s>") == 0, "bos %s", ct->bos_token);
+    CHECKF(ct->eos_token && strcmp(ct->eos_token, "</s>") == 0, "eos %s", ct->eos_token);
+    CHECK(strlen(ct->sha256) == 64 && strstr(ct->origin, "tokenizer.chat_template"));
+    cJSON *ctx = cJSON_Parse("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}");
+    qe_chat_set_var(ctx, "enable_thinking=false", &err);
+    qe_chat_set_var(ctx, "who=world", &err);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(ctx, "enable_thinking")));
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(ctx, "who")));
+    char *out = NULL;
+    size_t n = 0;
+    CHECK(qe_chat_render(ct, ctx, &out, &n, &err) == 0 && strcmp(out, "<s>[INST] x [/INST]") == 0);
+    free(out);
+    cJSON_Delete(ctx);
+    qe_chat_template_free(ct);
+}
+
+int main(void)
+{
+    if (access(test_asset("models/stories260K/stories260K.gguf"), R_OK) != 0 ||
+        make_fixtures() != 0) {
+        printf("  skipped: stories260K.gguf not available or fixtures failed\n");
+        return test_finish();
+    }
+    RUN(template_from_gguf);
+    RUN(raise_exception_exits_2);
+    RUN(template_from_hf_config);
+    RUN(missing_template_is_a_clear_error);
+    RUN(library_sources);
+    cleanup();
+    return test_finish();
+}
