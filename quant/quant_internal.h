@@ -334,6 +334,9 @@ void qe_register_iq_low(qe_type_traits *tab);
 /* Overwrite to_float/vec_dot with SIMD variants where the CPU allows. */
 void qe_register_avx2(qe_type_traits *tab);
 void qe_register_avx512(qe_type_traits *tab);
+/* The same for the types below 4 bits (simd_iq_low.c). */
+void qe_register_iq_low_avx2(qe_type_traits *tab);
+void qe_register_iq_low_avx512(qe_type_traits *tab);
 
 /* Reference vec_dot built on a type's to_float_ref: dequantize one block at
  * a time into a stack buffer, accumulate x*y in double, in index order. */

@@ -150,10 +150,12 @@ static void register_all(int level)
         memset(qe_from_float_fast, 0, sizeof qe_from_float_fast);
     if (level >= 1) {
         qe_register_avx2(g_traits);
+        qe_register_iq_low_avx2(g_traits);
         g_simd_level = "avx2";
     }
     if (level >= 2) {
         qe_register_avx512(g_traits);
+        qe_register_iq_low_avx512(g_traits);
         g_simd_level = "avx512";
     }
 }

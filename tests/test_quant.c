@@ -778,6 +778,64 @@ TEST(simd_vs_ref)
                    tt->name, ss, sr, mag);
         }
     }
+    /* the types below 4 bits (quantized with an imatrix, some need one) */
+    float *imx = malloc(n * sizeof(float));
+    REQUIRE(imx, "alloc");
+    for (int64_t i = 0; i < n; i++)
+        imx[i] = 0.5f + (float)(i % 7) * 0.25f;
+    for (int li = 0; li < 2; li++) {
+        if (qe_quant_set_simd_level(levels[li]) != 0)
+            continue;
+        for (int c = 0; c < N_LOW; c++) {
+            const qe_type_traits *tt = qe_type_get(k_low[c].type);
+            CHECKF(tt->to_float != tt->to_float_ref && tt->vec_dot != tt->vec_dot_ref,
+                   "%s %s: no SIMD kernels", levels[li], tt->name);
+            REQUIRE(tt->from_float_ref(x, q, n, imx) == 0, "%s", tt->name);
+            tt->to_float_ref(q, yr, n);
+            memset(ys, 0xff, n * sizeof(float));
+            tt->to_float(q, ys, n);
+            CHECKF(!memcmp(yr, ys, n * sizeof(float)), "%s %s dequant differs", levels[li],
+                   tt->name);
+            tt->to_float(q, ys, 256);
+            CHECKF(!memcmp(yr, ys, 256 * sizeof(float)), "%s %s one block", levels[li], tt->name);
+            float sr = 0, ss = 0;
+            tt->vec_dot_ref(n, &sr, q, v);
+            tt->vec_dot(n, &ss, q, v);
+            double mag = 0;
+            for (int64_t i = 0; i < n; i++)
+                mag += fabs((double)yr[i] * v[i]);
+            CHECKF(fabs((double)ss - sr) <= 1e-5 * mag, "%s %s dot %g vs %g (mag %g)", levels[li],
+                   tt->name, ss, sr, mag);
+        }
+        /* every sign pattern and scale: random block bytes (any grid index,
+         * sign, scale; d a small normal fp16) decode alike */
+        for (int c = 0; c < N_LOW; c++) {
+            const qe_type_traits *tt = qe_type_get(k_low[c].type);
+            for (int64_t b = 0; b < (int64_t)tt->type_size * NB; b++)
+                q[b] = (uint8_t)rng_u32();
+            for (int blk = 0; blk < NB; blk++) {
+                uint8_t *bp = q + blk * tt->type_size;
+                uint16_t d = qe_fp32_to_fp16(0.01f + 0.001f * (float)blk);
+                if (k_low[c].type == QE_TYPE_IQ1_M) { /* d in the scales' top nibbles */
+                    uint16_t sc[4];
+                    memcpy(sc, bp + 48, 8);
+                    for (int j = 0; j < 4; j++)
+                        sc[j] = (uint16_t)((sc[j] & 0x0fff) | (((d >> (4 * j)) & 0xf) << 12));
+                    memcpy(bp + 48, sc, 8);
+                } else if (k_low[c].type == QE_TYPE_TQ1_0 || k_low[c].type == QE_TYPE_TQ2_0) {
+                    memcpy(bp + tt->type_size - 2, &d, 2);
+                } else {
+                    memcpy(bp, &d, 2);
+                }
+            }
+            tt->to_float_ref(q, yr, n);
+            memset(ys, 0xff, n * sizeof(float));
+            tt->to_float(q, ys, n);
+            CHECKF(!memcmp(yr, ys, n * sizeof(float)), "%s %s: random blocks decode differently",
+                   levels[li], tt->name);
+        }
+    }
+    free(imx);
     CHECK(qe_quant_set_simd_level(saved) == 0); /* back to the automatic choice */
     CHECK(qe_quant_set_simd_level("sse9") == QE_EUNSUPPORTED);
     free(x);
