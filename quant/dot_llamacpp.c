@@ -13,6 +13,14 @@
  *       d_w*d_a, acc), no final reduction.
  *   q4_1 q5_1: ggml_vec_dot_q4_1_q8_1 / q5_1 AVX2: 8 lanes + summs m*s.
  *   q2_K..q6_K, iq4_xs: ggml_vec_dot_*_q8_K AVX2 (see each accum_*).
+ *   iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m tq1_0 tq2_0: their
+ *       ggml_vec_dot_*_q8_K AVX2 kernels: per block the integer lanes
+ *       (grid value * sign * q8, times the sub-block's odd scale), one FMA
+ *       by d = d_w*d_a into 8 lanes, a constant factor after the final
+ *       sum (1/8 for iq2, 1/4 for iq3_xxs); iq1_s/iq1_m add their delta
+ *       term, tq1_0/tq2_0 subtract the q8 block sums per lane pair.  The
+ *       fused operations are where the b4747 gnu11 -O3 build fuses them
+ *       (checked in its disassembly).
  *   f32, f16 (n % 16 == 0): tinyBLAS 16-lane FMA (AVX-512), then
  *       _mm512_reduce_add_ps; otherwise ggml_vec_dot_f32/f16 (4 x 16
  *       lanes per 64, leftovers summed in double).
@@ -164,6 +172,7 @@ void qe_llamacpp_quantize_q8_K(const float *restrict x, void *restrict vy, int64
  * or per 32 (q4_K, q5_K).  d/dmin/m: the block's fp16 fields as float. */
 typedef struct wblock {
     int8_t q[QE_QK_K];
+    int8_t q2[QE_QK_K];      /* iq1_m: the +-1 delta sign of each weight's group */
     int16_t sc[QE_QK_K / 16];
     int16_t mn[QE_QK_K / 16];
     float d, dmin, m;
@@ -173,6 +182,7 @@ typedef struct wblock {
  * scalar summs, as ggml's kernels keep them). */
 typedef struct dot_state {
     float acc[8];
+    float acc2[8]; /* iq1_m's delta lanes */
     float accm[4];
     float summs;
 } dot_state;
@@ -376,6 +386,171 @@ static void decode_iq4_xs(const void *vb, wblock *wb)
     }
 }
 
+/* ---- grid types (iq_grids.c codebooks) ----------------------------- */
+
+/* Store one group of 8 weights: grid bytes times signs (bit j of
+ * `signs` set = negative). */
+static inline void put8(int8_t *q, const uint8_t *grid, uint8_t signs)
+{
+    for (int j = 0; j < 8; j++)
+        q[j] = (int8_t)((signs >> j) & 1 ? -(int)grid[j] : (int)grid[j]);
+}
+
+static void decode_iq2_xxs(const void *vb, wblock *wb)
+{
+    const qe_block_iq2_xxs *b = vb;
+    wb->d = qe_h2f(b->d);
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t aux[2];
+        memcpy(aux, b->qs + 4 * ib, 8);
+        const uint8_t *idx = (const uint8_t *)aux;
+        wb->sc[2 * ib] = wb->sc[2 * ib + 1] = (int16_t)(2 * (aux[1] >> 28) + 1);
+        for (int l = 0; l < 4; l++)
+            put8(wb->q + 32 * ib + 8 * l, (const uint8_t *)(qe_iq2xxs_grid + idx[l]),
+                 qe_ksigns_iq2xs[(aux[1] >> 7 * l) & 127]);
+    }
+}
+
+static void decode_iq2_xs(const void *vb, wblock *wb)
+{
+    const qe_block_iq2_xs *b = vb;
+    wb->d = qe_h2f(b->d);
+    uint16_t qs[32];
+    memcpy(qs, b->qs, sizeof qs);
+    for (int ib = 0; ib < 8; ib++) {
+        wb->sc[2 * ib] = (int16_t)(2 * (b->scales[ib] & 0xf) + 1);
+        wb->sc[2 * ib + 1] = (int16_t)(2 * (b->scales[ib] >> 4) + 1);
+        for (int l = 0; l < 4; l++)
+            put8(wb->q + 32 * ib + 8 * l, (const uint8_t *)(qe_iq2xs_grid + (qs[4 * ib + l] & 511)),
+                 qe_ksigns_iq2xs[qs[4 * ib + l] >> 9]);
+    }
+}
+
+static void decode_iq2_s(const void *vb, wblock *wb)
+{
+    const qe_block_iq2_s *b = vb;
+    wb->d = qe_h2f(b->d);
+    const uint8_t *signs = b->qs + QE_QK_K / 8;
+    for (int ib = 0; ib < 8; ib++) {
+        wb->sc[2 * ib] = (int16_t)(2 * (b->scales[ib] & 0xf) + 1);
+        wb->sc[2 * ib + 1] = (int16_t)(2 * (b->scales[ib] >> 4) + 1);
+        for (int l = 0; l < 4; l++) {
+            const int g = b->qs[4 * ib + l] | ((b->qh[ib] << (8 - 2 * l)) & 0x300);
+            put8(wb->q + 32 * ib + 8 * l, (const uint8_t *)(qe_iq2s_grid + g), signs[4 * ib + l]);
+        }
+    }
+}
+
+static void decode_iq3_xxs(const void *vb, wblock *wb)
+{
+    const qe_block_iq3_xxs *b = vb;
+    wb->d = qe_h2f(b->d);
+    for (int ib = 0; ib < 8; ib++) {
+        uint32_t aux;
+        memcpy(&aux, b->qs + QE_QK_K / 4 + 4 * ib, 4);
+        wb->sc[2 * ib] = wb->sc[2 * ib + 1] = (int16_t)(2 * (aux >> 28) + 1);
+        for (int l = 0; l < 4; l++) {
+            uint8_t g[8];
+            memcpy(g, qe_iq3xxs_grid + b->qs[8 * ib + 2 * l], 4);
+            memcpy(g + 4, qe_iq3xxs_grid + b->qs[8 * ib + 2 * l + 1], 4);
+            put8(wb->q + 32 * ib + 8 * l, g, qe_ksigns_iq2xs[(aux >> 7 * l) & 127]);
+        }
+    }
+}
+
+static void decode_iq3_s(const void *vb, wblock *wb)
+{
+    const qe_block_iq3_s *b = vb;
+    wb->d = qe_h2f(b->d);
+    for (int ib = 0; ib < 8; ib++) {
+        const int ls = ib % 2 ? b->scales[ib / 2] >> 4 : b->scales[ib / 2] & 0xf;
+        wb->sc[2 * ib] = wb->sc[2 * ib + 1] = (int16_t)(2 * ls + 1);
+        const uint8_t *qs = b->qs + 8 * ib;
+        const int qh = b->qh[ib];
+        for (int l = 0; l < 4; l++) {
+            uint8_t g[8];
+            memcpy(g, qe_iq3s_grid + (qs[2 * l] | ((qh << (8 - 2 * l)) & 256)), 4);
+            memcpy(g + 4, qe_iq3s_grid + (qs[2 * l + 1] | ((qh << (7 - 2 * l)) & 256)), 4);
+            put8(wb->q + 32 * ib + 8 * l, g, b->signs[4 * ib + l]);
+        }
+    }
+}
+
+/* iq1_s: q = grid value (-1, 0, 1); sc = the odd scale per 32; mn[ib] =
+ * that scale with the sign of the block's delta. */
+static void decode_iq1_s(const void *vb, wblock *wb)
+{
+    const qe_block_iq1_s *b = vb;
+    wb->d = qe_h2f(b->d);
+    uint16_t qh[8];
+    memcpy(qh, b->qh, sizeof qh);
+    for (int ib = 0; ib < 8; ib++) {
+        const int ls = 2 * ((qh[ib] >> 12) & 7) + 1;
+        wb->sc[2 * ib] = wb->sc[2 * ib + 1] = (int16_t)ls;
+        wb->mn[ib] = (int16_t)(qh[ib] & 0x8000 ? -ls : ls);
+        for (int l = 0; l < 4; l++) {
+            const int8_t *g =
+                (const int8_t *)(qe_iq1s_grid + (b->qs[4 * ib + l] | (((qh[ib] >> 3 * l) & 7) << 8)));
+            memcpy(wb->q + 32 * ib + 8 * l, g, 8);
+        }
+    }
+}
+
+/* iq1_m: q = grid value, q2 = +-1 delta per group of 8, sc per 16. */
+static void decode_iq1_m(const void *vb, wblock *wb)
+{
+    const qe_block_iq1_m *b = vb;
+    uint16_t sc[4];
+    memcpy(sc, b->scales, sizeof sc);
+    wb->d = qe_h2f((uint16_t)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) |
+                              (sc[3] & 0xf000)));
+    for (int ib = 0; ib < 8; ib++) {
+        wb->sc[2 * ib] = (int16_t)(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 0)) & 7) + 1);
+        wb->sc[2 * ib + 1] = (int16_t)(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 3)) & 7) + 1);
+        const uint8_t *qs = b->qs + 4 * ib, *qh = b->qh + 2 * ib;
+        for (int l = 0; l < 4; l++) {
+            const int h = qh[l / 2] >> (4 * (l % 2));
+            const int8_t *g = (const int8_t *)(qe_iq1s_grid + (qs[l] | ((h & 7) << 8)));
+            memcpy(wb->q + 32 * ib + 8 * l, g, 8);
+            memset(wb->q2 + 32 * ib + 8 * l, h & 8 ? -1 : 1, 8);
+        }
+    }
+}
+
+/* tq1_0 / tq2_0: q = the stored trit 0..2 (tq2_0: the 2-bit code, 3
+ * possible in a malformed file), in element order; sc = 1. */
+static void decode_tq1_0(const void *vb, wblock *wb)
+{
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    const qe_block_tq1_0 *b = vb;
+    wb->d = qe_h2f(b->d);
+    int o = 0;
+    for (int n = 0; n < 5; n++)
+        for (int m = 0; m < 32; m++)
+            wb->q[o++] = (int8_t)(((uint16_t)(uint8_t)(b->qs[m] * pow3[n]) * 3) >> 8);
+    for (int n = 0; n < 5; n++)
+        for (int m = 0; m < 16; m++)
+            wb->q[o++] = (int8_t)(((uint16_t)(uint8_t)(b->qs[32 + m] * pow3[n]) * 3) >> 8);
+    for (int n = 0; n < 4; n++)
+        for (int j = 0; j < 4; j++)
+            wb->q[o++] = (int8_t)(((uint16_t)(uint8_t)(b->qh[j] * pow3[n]) * 3) >> 8);
+    for (int k = 0; k < 16; k++)
+        wb->sc[k] = 1;
+}
+
+static void decode_tq2_0(const void *vb, wblock *wb)
+{
+    const qe_block_tq2_0 *b = vb;
+    wb->d = qe_h2f(b->d);
+    int o = 0;
+    for (int j = 0; j < 64; j += 32)
+        for (int l = 0; l < 4; l++)
+            for (int m = 0; m < 32; m++)
+                wb->q[o++] = (int8_t)((b->qs[j + m] >> (2 * l)) & 3);
+    for (int k = 0; k < 16; k++)
+        wb->sc[k] = 1;
+}
+
 /* ===================== integer lane sums ============================ */
 
 /* 32-weight blocks: lane k = sum of q*a over elements 4k..4k+3 (what
@@ -550,10 +725,81 @@ static void accum_iq4_xs(const wblock *wb, const void *va, dot_state *st)
     fma_lanes(st->acc, d, L);
 }
 
+/* iq2_*, iq3_*: acc = fma(d_w*d_a, lanes, acc); the constant factor is
+ * applied after the final sum (finish_*). */
+static void accum_iq_grid(const wblock *wb, const void *va, dot_state *st)
+{
+    const qe_block_q8_K *a = va;
+    const float d = wb->d * a->d;
+    int32_t L[8];
+    lanes_256(wb, a->qs, L);
+    fma_lanes(st->acc, d, L);
+}
+
+/* iq1_s: lanes as above; the delta term sum_ib (bsums pair) * +-ls is one
+ * int per block, summs = fma(d, (float)int, summs). */
+static void accum_iq1_s(const wblock *wb, const void *va, dot_state *st)
+{
+    const qe_block_q8_K *a = va;
+    const float d = a->d * wb->d;
+    int32_t L[8], s1 = 0;
+    lanes_256(wb, a->qs, L);
+    for (int ib = 0; ib < 8; ib++)
+        s1 += ((int32_t)a->bsums[2 * ib] + a->bsums[2 * ib + 1]) * wb->mn[ib];
+    fma_lanes(st->acc, d, L);
+    st->summs = fmaf(d, (float)s1, st->summs);
+}
+
+/* iq1_m: a second set of lanes over the +-1 deltas, same scales. */
+static void accum_iq1_m(const wblock *wb, const void *va, dot_state *st)
+{
+    const qe_block_q8_K *a = va;
+    const float d = a->d * wb->d;
+    int32_t L[8], L2[8];
+    lanes_256(wb, a->qs, L);
+    for (int k = 0; k < 8; k++)
+        L2[k] = 0;
+    for (int c = 0; c < 8; c++)
+        for (int k = 0; k < 8; k++) {
+            const int base = 32 * c + 4 * k;
+            int32_t sum = 0;
+            for (int e = base; e < base + 4; e++)
+                sum += (int32_t)wb->q2[e] * a->qs[e];
+            L2[k] += (int32_t)wb->sc[base / 16] * sum;
+        }
+    fma_lanes(st->acc, d, L);
+    fma_lanes(st->acc2, d, L2);
+}
+
+/* tq1_0/tq2_0: lane k = sum of q*a over its elements minus the q8 block
+ * sums 2k and 2k+1 (int16 lanes minus bsums, madd with ones), then
+ * acc = fma((float)lane, d, acc). */
+static void accum_tq(const wblock *wb, const void *va, dot_state *st)
+{
+    const qe_block_q8_K *a = va;
+    const float d = a->d * wb->d;
+    int32_t L[8];
+    lanes_256(wb, a->qs, L);
+    for (int k = 0; k < 8; k++)
+        L[k] -= (int32_t)a->bsums[2 * k] + a->bsums[2 * k + 1];
+    fma_lanes(st->acc, d, L);
+}
+
 static float finish_acc(const dot_state *st) { return hsum8(st->acc); }
 static float finish_acc_summs(const dot_state *st) { return hsum8(st->acc) + st->summs; }
 static float finish_acc_accm(const dot_state *st) { return hsum8(st->acc) + hsum4(st->accm); }
 static float finish_single(const dot_state *st) { return st->acc[0]; }
+static float finish_x0125(const dot_state *st) { return 0.125f * hsum8(st->acc); }
+static float finish_x025(const dot_state *st) { return 0.25f * hsum8(st->acc); }
+static float finish_iq1_s(const dot_state *st)
+{
+    const float delta = QE_IQ1S_DELTA * st->summs;
+    return hsum8(st->acc) + delta;
+}
+static float finish_iq1_m(const dot_state *st)
+{
+    return fmaf(hsum8(st->acc2), QE_IQ1M_DELTA, hsum8(st->acc));
+}
 
 /* ===================== float weight types ========================== */
 
@@ -679,6 +925,15 @@ static const llamacpp_row k_rows[QE_TYPE_COUNT] = {
     [QE_TYPE_Q5_K] = {QE_TYPE_Q8_K, true, decode_q5_K, accum_q5_K, finish_acc_summs, 0, 0, 0},
     [QE_TYPE_Q6_K] = {QE_TYPE_Q8_K, true, decode_q6_K, accum_k_plain, finish_acc, 0, 0, 0},
     [QE_TYPE_IQ4_XS] = {QE_TYPE_Q8_K, true, decode_iq4_xs, accum_iq4_xs, finish_acc, 0, 0, 0},
+    [QE_TYPE_IQ2_XXS] = {QE_TYPE_Q8_K, true, decode_iq2_xxs, accum_iq_grid, finish_x0125, 0, 0, 0},
+    [QE_TYPE_IQ2_XS] = {QE_TYPE_Q8_K, true, decode_iq2_xs, accum_iq_grid, finish_x0125, 0, 0, 0},
+    [QE_TYPE_IQ2_S] = {QE_TYPE_Q8_K, true, decode_iq2_s, accum_iq_grid, finish_x0125, 0, 0, 0},
+    [QE_TYPE_IQ3_XXS] = {QE_TYPE_Q8_K, true, decode_iq3_xxs, accum_iq_grid, finish_x025, 0, 0, 0},
+    [QE_TYPE_IQ3_S] = {QE_TYPE_Q8_K, true, decode_iq3_s, accum_iq_grid, finish_acc, 0, 0, 0},
+    [QE_TYPE_IQ1_S] = {QE_TYPE_Q8_K, true, decode_iq1_s, accum_iq1_s, finish_iq1_s, 0, 0, 0},
+    [QE_TYPE_IQ1_M] = {QE_TYPE_Q8_K, true, decode_iq1_m, accum_iq1_m, finish_iq1_m, 0, 0, 0},
+    [QE_TYPE_TQ1_0] = {QE_TYPE_Q8_K, true, decode_tq1_0, accum_tq, finish_acc, 0, 0, 0},
+    [QE_TYPE_TQ2_0] = {QE_TYPE_Q8_K, true, decode_tq2_0, accum_tq, finish_acc, 0, 0, 0},
 };
 
 int qe_llamacpp_vec_dot_type(int wtype)

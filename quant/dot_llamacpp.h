@@ -13,6 +13,7 @@
  *   q4_0 q5_0 q8_0 iq4_nl          q8_0         int per block, *d_w*d_a
  *   q4_1 q5_1                      q8_1         + m_w * s_a per block
  *   q2_K q3_K q4_K q5_K q6_K iq4_xs q8_K        int per sub-block * scale
+ *   iq1_s iq1_m iq2_* iq3_* tq1_0 tq2_0 q8_K    int per sub-block * scale
  *   f16                            f16          f32 FMA accumulation
  *   bf16                           bf16         f32 FMA accumulation
  *   f32                            f32          f32 FMA accumulation

@@ -64,7 +64,10 @@ typedef enum qe_type {
  * to_float:   dequantize k elements from x (blocks) into y.
  * from_float: reference quantize of ONE row of n elements into y.
  *             imatrix (n importance weights, mean x^2 per column) may be
- *             NULL.  Returns 0, or QE_ENAN if x holds NaN/Inf (y undefined).
+ *             NULL except for the types of qe_type_needs_imatrix.  Returns
+ *             0, QE_ENAN if x holds NaN/Inf (y undefined), QE_EINVAL for a
+ *             NULL imatrix where one is required, QE_ENOMEM if a grid
+ *             type's search tables could not be built.
  * vec_dot:    *s = dot(x, y) over n elements, x of this type and y of
  *             `vec_dot_type` (F32 for the reference path).
  */
@@ -95,6 +98,9 @@ const char *qe_type_name(int t);
 int qe_type_from_name(const char *name);
 /* Bytes for a row of n elements; 0 if n is not a multiple of the block. */
 size_t qe_type_row_nbytes(int t, int64_t n);
+/* True if the type's quantizer cannot run without importance weights
+ * (IQ2_XXS, IQ2_XS, IQ1_S: ggml asserts on them). */
+bool qe_type_needs_imatrix(int t);
 /* Bits per weight of the type itself (type_size*8/blck_size). */
 double qe_type_bpw(int t);
 
@@ -115,7 +121,8 @@ int qe_quant_set_simd_level(const char *level);
  * does not depend on it).  imatrix: n_per_row importance weights (mean x^2
  * per column, shared by all rows) or NULL.  Errors: QE_ETYPE unknown type,
  * QE_EUNSUPPORTED no quantizer, QE_ESHAPE row not a multiple of the block,
- * QE_ENAN non-finite input (message names the first bad row).
+ * QE_EINVAL no imatrix for a type that needs one, QE_ENAN non-finite input
+ * (message names the first bad row), QE_ENOMEM.
  */
 int qe_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                      const float *imatrix, int n_threads, qe_err *err);

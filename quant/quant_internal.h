@@ -115,6 +115,75 @@ typedef struct {
 _Static_assert(sizeof(qe_block_iq4_nl) == 18, "iq4_nl block size");
 _Static_assert(sizeof(qe_block_iq4_xs) == 136, "iq4_xs block size");
 
+/* ---- IQ1/IQ2/IQ3 grid types and ternary types (256-weight blocks) -- */
+typedef struct { qe_half d; uint16_t qs[32]; } qe_block_iq2_xxs; /* 8 x (4 grid bytes, 4x7 signs + 4-bit scale) */
+typedef struct { qe_half d; uint16_t qs[32]; uint8_t scales[8]; } qe_block_iq2_xs; /* 9-bit grid | 7-bit signs */
+typedef struct {
+    qe_half d;
+    uint8_t qs[64];     /* 32 grid index low bytes, then 32 sign bytes */
+    uint8_t qh[8];      /* grid index bits 8..9, 2 per group of 8 */
+    uint8_t scales[8];  /* 4-bit scale per 16 */
+} qe_block_iq2_s;
+typedef struct { qe_half d; uint8_t qs[96]; } qe_block_iq3_xxs; /* 64 grid bytes, 8 x (4x7 signs + 4-bit scale) */
+typedef struct {
+    qe_half d;
+    uint8_t qs[64];     /* grid index low bytes */
+    uint8_t qh[8];      /* grid index bit 8 */
+    uint8_t signs[32];
+    uint8_t scales[4];  /* 4-bit scale per 32 */
+} qe_block_iq3_s;
+typedef struct { qe_half d; uint8_t qs[32]; uint16_t qh[8]; } qe_block_iq1_s;
+typedef struct {
+    uint8_t qs[32];     /* grid index low bytes */
+    uint8_t qh[16];     /* grid index bits 8..10 + delta sign, per group of 8 */
+    uint8_t scales[8];  /* 3-bit scales per 16; the fp16 d in the top nibbles */
+} qe_block_iq1_m;
+typedef struct { uint8_t qs[48]; uint8_t qh[4]; qe_half d; } qe_block_tq1_0; /* 5 trits/byte, then 4 */
+typedef struct { uint8_t qs[64]; qe_half d; } qe_block_tq2_0;                 /* 2 bits per trit */
+_Static_assert(sizeof(qe_block_iq2_xxs) == 66, "iq2_xxs block size");
+_Static_assert(sizeof(qe_block_iq2_xs) == 74, "iq2_xs block size");
+_Static_assert(sizeof(qe_block_iq2_s) == 82, "iq2_s block size");
+_Static_assert(sizeof(qe_block_iq3_xxs) == 98, "iq3_xxs block size");
+_Static_assert(sizeof(qe_block_iq3_s) == 110, "iq3_s block size");
+_Static_assert(sizeof(qe_block_iq1_s) == 50, "iq1_s block size");
+_Static_assert(sizeof(qe_block_iq1_m) == 56, "iq1_m block size");
+_Static_assert(sizeof(qe_block_tq1_0) == 54, "tq1_0 block size");
+_Static_assert(sizeof(qe_block_tq2_0) == 66, "tq2_0 block size");
+
+#define QE_NGRID_IQ1S 2048
+#define QE_IQ1S_DELTA 0.125f
+#define QE_IQ1M_DELTA 0.125f
+
+/* The codebooks (iq_grids.c), byte for byte ggml's: grid point i holds 8
+ * (IQ1/IQ2: uint64) or 4 (IQ3: uint32) little-endian bytes; IQ1S bytes are
+ * int8 -1/0/+1.  Filled by qe_iq_grids_init() (idempotent, thread-safe;
+ * qe_register_iq calls it). */
+extern uint64_t qe_iq2xxs_grid[256];
+extern uint64_t qe_iq2xs_grid[512];
+extern uint64_t qe_iq2s_grid[1024];
+extern uint64_t qe_iq1s_grid[QE_NGRID_IQ1S];
+extern uint32_t qe_iq3xxs_grid[256];
+extern uint32_t qe_iq3s_grid[512];
+/* 7 stored sign bits -> 8 (the 8th keeps the count of minus signs even) */
+extern uint8_t qe_ksigns_iq2xs[128];
+void qe_iq_grids_init(void);
+
+/* Neighbour tables of the grid searches (ggml's iq2xs_init_impl /
+ * iq3xs_init_impl): map[u] for a lattice point u (levels packed 2 or 3
+ * bits per coordinate) is its grid index, or -(offset+1) into neighbours
+ * where neighbours[offset] = count and the next count entries are grid
+ * indices.  grid: the grid points in 2l+1 coordinates, ncoord int8 each. */
+enum { QE_IQS_IQ2XXS, QE_IQS_IQ2XS, QE_IQS_IQ2S, QE_IQS_IQ1S, QE_IQS_IQ3XXS, QE_IQS_IQ3S,
+       QE_IQS_COUNT };
+typedef struct qe_iq_search {
+    const int8_t *grid;
+    int ncoord, grid_size;
+    const int *map;
+    const uint16_t *neighbours;
+} qe_iq_search;
+/* Built once on first use (thread-safe); NULL if out of memory. */
+const qe_iq_search *qe_iq_search_get(int which);
+
 /* The 16 IQ4_NL/IQ4_XS codebook values (formats_iq.c). */
 extern const int8_t qe_kvalues_iq4nl[16];
 
@@ -261,9 +330,13 @@ void qe_register_float(qe_type_traits *tab);
 void qe_register_legacy(qe_type_traits *tab);
 void qe_register_k(qe_type_traits *tab);
 void qe_register_iq(qe_type_traits *tab);
+void qe_register_iq_low(qe_type_traits *tab);
 /* Overwrite to_float/vec_dot with SIMD variants where the CPU allows. */
 void qe_register_avx2(qe_type_traits *tab);
 void qe_register_avx512(qe_type_traits *tab);
+/* The same for the types below 4 bits (simd_iq_low.c). */
+void qe_register_iq_low_avx2(qe_type_traits *tab);
+void qe_register_iq_low_avx512(qe_type_traits *tab);
 
 /* Reference vec_dot built on a type's to_float_ref: dequantize one block at
  * a time into a stack buffer, accumulate x*y in double, in index order. */

@@ -42,9 +42,10 @@ static const qe_ftype_info g_ftypes[QE_FTYPE_COUNT] = {
     [QE_FTYPE_IQ2_XXS] = {"IQ2_XXS", QE_TYPE_IQ2_XXS, true, true},
     [QE_FTYPE_IQ2_XS] = {"IQ2_XS", QE_TYPE_IQ2_XS, true, true},
     [QE_FTYPE_IQ2_S] = {"IQ2_S", QE_TYPE_IQ2_XS, true, true},
-    [QE_FTYPE_IQ2_M] = {"IQ2_M", QE_TYPE_IQ2_S, false, true},
+    [QE_FTYPE_IQ2_M] = {"IQ2_M", QE_TYPE_IQ2_S, true, true}, /* its iq2_s tensors */
     [QE_FTYPE_IQ3_XS] = {"IQ3_XS", QE_TYPE_IQ3_S, false, true},
-    [QE_FTYPE_IQ3_XXS] = {"IQ3_XXS", QE_TYPE_IQ3_XXS, false, true},
+    /* llama-quantize accepts the name, then refuses attn_q/attn_k (iq2_s) */
+    [QE_FTYPE_IQ3_XXS] = {"IQ3_XXS", QE_TYPE_IQ3_XXS, true, true},
     [QE_FTYPE_IQ3_S] = {"IQ3_S", QE_TYPE_IQ3_S, false, true},
     [QE_FTYPE_IQ3_M] = {"IQ3_M", QE_TYPE_IQ3_S, false, true},
     [QE_FTYPE_IQ1_S] = {"IQ1_S", QE_TYPE_IQ1_S, true, true},
@@ -103,9 +104,10 @@ int qe_ftype_from_name(const char *name)
 const char *qe_ftype_names(void)
 {
     return "Q2_K, Q3_K_S, Q3_K_M (=Q3_K), Q3_K_L, Q4_K_S, Q4_K_M (=Q4_K), Q5_K_S, "
-           "Q5_K_M (=Q5_K), Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, IQ3_XXS, "
-           "IQ3_XS, IQ3_S, IQ3_M, IQ2_M, TQ1_0, TQ2_0, F16, BF16, F32; "
-           "with --imatrix also Q2_K_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M";
+           "Q5_K_M (=Q5_K), Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, "
+           "IQ3_XS, IQ3_S, IQ3_M, TQ1_0, TQ2_0, F16, BF16, F32; "
+           "with an importance matrix also IQ3_XXS, IQ2_M, IQ2_S, IQ2_XS, IQ2_XXS, IQ1_M, "
+           "IQ1_S, Q2_K_S";
 }
 
 /* ------------------------------------------------------------------ */

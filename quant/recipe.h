@@ -70,7 +70,9 @@ typedef enum qe_ftype {
 typedef struct qe_ftype_info {
     const char *name;    /* "Q4_K_M"; NULL for unused ids */
     int base_type;       /* qe_type every quantizable tensor starts from */
-    bool needs_imatrix;  /* llama-quantize refuses it without --imatrix */
+    bool needs_imatrix;  /* llama-quantize refuses it without --imatrix (at the
+                          * command line, or at the first tensor that needs
+                          * one: IQ3_XXS, IQ2_M always have iq2_s tensors) */
     bool k_mix;          /* base type is quantized: llama_tensor_get_type applies */
 } qe_ftype_info;
 

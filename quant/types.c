@@ -92,6 +92,11 @@ size_t qe_type_row_nbytes(int t, int64_t n)
     return (size_t)(n / g_traits[t].blck_size) * g_traits[t].type_size;
 }
 
+bool qe_type_needs_imatrix(int t)
+{
+    return t == QE_TYPE_IQ2_XXS || t == QE_TYPE_IQ2_XS || t == QE_TYPE_IQ1_S;
+}
+
 double qe_type_bpw(int t)
 {
     if (t < 0 || t >= QE_TYPE_COUNT || !g_traits[t].name)
@@ -139,15 +144,18 @@ static void register_all(int level)
     qe_register_legacy(g_traits);
     qe_register_k(g_traits);
     qe_register_iq(g_traits);
+    qe_register_iq_low(g_traits);
     g_simd_level = "ref";
     if (level == 0) /* "ref" runs the scalar spec only */
         memset(qe_from_float_fast, 0, sizeof qe_from_float_fast);
     if (level >= 1) {
         qe_register_avx2(g_traits);
+        qe_register_iq_low_avx2(g_traits);
         g_simd_level = "avx2";
     }
     if (level >= 2) {
         qe_register_avx512(g_traits);
+        qe_register_iq_low_avx512(g_traits);
         g_simd_level = "avx512";
     }
 }
@@ -210,6 +218,11 @@ int qe_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64
         return qe_err_set(err, QE_ESHAPE,
                           "quantize %s: row length %lld is not a multiple of the block size %lld",
                           tt->name, (long long)n_per_row, (long long)tt->blck_size);
+    if (!imatrix && qe_type_needs_imatrix(type))
+        return qe_err_set(err, QE_EINVAL,
+                          "quantize %s: this type needs importance weights (an imatrix); "
+                          "llama.cpp refuses it without one too",
+                          tt->name);
     /* the fast twin (byte-identical output) where this SIMD level has one */
     qe_from_float_fn quantize = qe_from_float_fast[type] ? qe_from_float_fast[type]
                                                          : tt->from_float_ref;
@@ -232,6 +245,9 @@ int qe_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64
             }
         }
     }
+    if (bad_row >= 0 && bad_rc == QE_ENOMEM)
+        return qe_err_set(err, bad_rc, "quantize %s: out of memory for the grid search tables",
+                          tt->name);
     if (bad_row >= 0)
         return qe_err_set(err, bad_rc, "quantize %s: row %lld holds NaN or Inf", tt->name,
                           (long long)bad_row);

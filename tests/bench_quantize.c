@@ -2,11 +2,16 @@
  * bench_quantize.c: whole-model quantization throughput on the
  * Qwen2.5-0.5B shape (n_embd 896, n_ff 4864, 24 layers, 14 heads / 2 KV
  * heads of 64, vocab 151936, tied embeddings, qkv bias) with random
- * N(0, 0.02) F16 weights made in memory, 2 threads, for Q4_K_M and Q2_K.
+ * N(0, 0.02) F16 weights made in memory, 2 threads, for Q4_K_M and Q2_K,
+ * and with a random importance matrix (mean x^2 in [0.1, 2.1) per column
+ * of every blk.* weight) for IQ2_XXS, IQ2_M, IQ3_XXS and IQ1_M.
  * llama-quantize b4747 on the same shape took 5.6 s (Q4_K_M) and 30.8 s
  * (Q2_K) with 2 threads (figures from the brief).
  *
- * usage: bench_quantize [n_layers (default 24)] [threads (default 2)]
+ * usage: bench_quantize [n_layers (default 24)] [threads (default 2)] [DIR]
+ *   DIR: also write DIR/shape-F16.gguf and DIR/shape.imatrix (llama.cpp
+ *   .dat) so that llama-quantize can be timed on the very same input:
+ *   llama-quantize --imatrix DIR/shape.imatrix DIR/shape-F16.gguf OUT IQ2_XXS 2
  */
 #include <math.h>
 #include <stdint.h>
@@ -14,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../harness/model/imatrix_io.h"
 #include "../harness/model/model.h"
 #include "../harness/model/quantize_model.h"
 #include "../harness/util/common.h"
@@ -71,6 +77,8 @@ int main(int argc, char **argv)
 {
     int n_layer = argc > 1 ? atoi(argv[1]) : 24;
     int n_threads = argc > 2 ? atoi(argv[2]) : 2;
+    const char *out_dir = argc > 3 ? argv[3] : NULL;
+    qe_imatrix *im = NULL;
     if (n_layer < 1 || n_layer > 24 || n_threads < 1) {
         fprintf(stderr, "usage: bench_quantize [n_layers 1..24] [threads]\n");
         return 2;
@@ -122,33 +130,74 @@ int main(int argc, char **argv)
     printf("bench_quantize: Qwen2.5-0.5B shape, %d layers, %.1f M params F16 (made in %.1f s), "
            "%d threads\n",
            n_layer, qe_model_n_params(m) / 1e6, qe_now() - t0, n_threads);
+    /* a random importance matrix for every blk.* weight (what llama-imatrix
+     * covers), sums in count units with 1 chunk */
+    if (!(im = qe_imatrix_new(&err)))
+        goto fail;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const qe_tensor *t = &m->tensors[i];
+        if (t->n_dims != 2 || strncmp(t->name, "blk.", 4) != 0)
+            continue;
+        float *v = malloc((size_t)t->ne[0] * sizeof *v), cnt = 1.0f;
+        if (!v) {
+            qe_err_set(&err, QE_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (int64_t j = 0; j < t->ne[0]; j++)
+            v[j] = (float)(0.1 + 2.0 * uniform01());
+        int rc = qe_imatrix_add(im, t->name, (int32_t)t->ne[0], 1, 1, v, &cnt, &err);
+        free(v);
+        if (rc)
+            goto fail;
+    }
+    im->chunk_count = 1;
+    if (qe_imatrix_add_dataset(im, "random", &err))
+        goto fail;
+    if (out_dir) {
+        char gp[1024], ip[1024];
+        snprintf(gp, sizeof gp, "%s/shape-F16.gguf", out_dir);
+        snprintf(ip, sizeof ip, "%s/shape.imatrix", out_dir);
+        qe_gguf_write_info wi = {1 /* F16 */, NULL, NULL};
+        if (qe_model_write_gguf(m, m, gp, &wi, &err) || qe_imatrix_write_dat(im, ip, &err))
+            goto fail;
+        printf("  wrote %s and %s\n", gp, ip);
+    }
     static const struct {
         int ftype;
-        double llama_s;
-    } runs[] = {{QE_FTYPE_Q4_K_M, 5.6}, {QE_FTYPE_Q2_K, 30.8}};
+        double llama_s; /* < 0: not measured in the brief */
+        bool imatrix;
+    } runs[] = {{QE_FTYPE_Q4_K_M, 5.6, false},   {QE_FTYPE_Q2_K, 30.8, false},
+                {QE_FTYPE_IQ2_XXS, -1, true},    {QE_FTYPE_IQ2_M, -1, true},
+                {QE_FTYPE_IQ3_XXS, -1, true},    {QE_FTYPE_IQ1_M, -1, true}};
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         qe_quant_opts o;
         qe_quant_opts_init(&o);
         o.ftype = runs[r].ftype;
         o.n_threads = n_threads;
+        o.imatrix = runs[r].imatrix ? im : NULL;
         qe_quant_report rep = {0};
         double t = qe_now();
         qe_model *q = qe_model_quantize(m, &o, &rep, &err);
         t = qe_now() - t;
         if (!q)
             goto fail;
-        printf("  %-7s %7.2f s  (llama-quantize b4747, 24 layers, 2 threads: %5.1f s)  "
-               "%.1f MiB, %.4f bpw, %d fallbacks\n",
-               qe_ftype_name(runs[r].ftype), t, runs[r].llama_s, rep.nbytes / 1048576.0, rep.bpw,
-               rep.n_fallback_llama + rep.n_fallback_qeval);
+        char ref[96] = "llama-quantize: time it on DIR's files";
+        if (runs[r].llama_s > 0)
+            snprintf(ref, sizeof ref, "llama-quantize b4747, 24 layers, 2 threads: %5.1f s",
+                     runs[r].llama_s);
+        printf("  %-7s%s %7.2f s  (%s)  %.1f MiB, %.4f bpw, %d fallbacks\n",
+               qe_ftype_name(runs[r].ftype), runs[r].imatrix ? "+imat" : "     ", t, ref,
+               rep.nbytes / 1048576.0, rep.bpw, rep.n_fallback_llama + rep.n_fallback_qeval);
         qe_quant_report_free(&rep);
         qe_model_free(q);
     }
+    qe_imatrix_free(im);
     qe_model_free(m);
     free(g_pool);
     return 0;
 fail:
     fprintf(stderr, "bench_quantize: %s\n", err.msg);
+    qe_imatrix_free(im);
     qe_model_free(m);
     free(g_pool);
     return 1;

@@ -245,7 +245,10 @@ static void act_dequant(int vt, const float *x, int n, float *out, float *s_out)
 static const int k_types[] = {QE_TYPE_F32,  QE_TYPE_F16,  QE_TYPE_BF16,  QE_TYPE_Q4_0,
                               QE_TYPE_Q4_1, QE_TYPE_Q5_0, QE_TYPE_Q5_1,  QE_TYPE_Q8_0,
                               QE_TYPE_Q2_K, QE_TYPE_Q3_K, QE_TYPE_Q4_K,  QE_TYPE_Q5_K,
-                              QE_TYPE_Q6_K, QE_TYPE_IQ4_NL, QE_TYPE_IQ4_XS};
+                              QE_TYPE_Q6_K, QE_TYPE_IQ4_NL, QE_TYPE_IQ4_XS,
+                              QE_TYPE_IQ2_XXS, QE_TYPE_IQ2_XS, QE_TYPE_IQ2_S, QE_TYPE_IQ3_XXS,
+                              QE_TYPE_IQ3_S, QE_TYPE_IQ1_S, QE_TYPE_IQ1_M, QE_TYPE_TQ1_0,
+                              QE_TYPE_TQ2_0};
 #define N_TYPES (int)(sizeof k_types / sizeof k_types[0])
 
 /* One type at one shape: matmul vs independent, vs exact, zeros. */
@@ -268,7 +271,13 @@ static void check_type(int wt, int n_out, int n_in, int n_tok)
     for (size_t i = 0; i < (size_t)n_tok * n_in; i++)
         x[i] = rnd() * (i % 97 == 3 ? 6.f : 1.f); /* a few outliers */
     qe_err err = {0};
-    int rc = qe_quantize_rows(wt, wf, wq, n_out, n_in, NULL, 1, &err);
+    /* IQ2_XXS/IQ2_XS/IQ1_S need importance weights: uniform ones */
+    float *imx = malloc(sizeof(float) * (size_t)n_in);
+    for (int i = 0; i < n_in; i++)
+        imx[i] = 1.0f;
+    int rc = qe_quantize_rows(wt, wf, wq, n_out, n_in, qe_type_needs_imatrix(wt) ? imx : NULL, 1,
+                              &err);
+    free(imx);
     if (rc) {
         CHECKF(rc == 0, "quantize %s: %s", tt->name, err.msg);
         goto out;
@@ -375,16 +384,20 @@ TEST(other_shapes)
 TEST(zero_weights)
 {
     enum { NO = 4, NI = 256, NT = 2 };
-    static float wf[NO * NI], x[NT * NI], y[NT * NO];
+    static float wf[NO * NI], x[NT * NI], y[NT * NO], ones[NI];
     static uint8_t wq[NO * NI * 4];
     memset(wf, 0, sizeof wf);
+    for (int i = 0; i < NI; i++)
+        ones[i] = 1.0f;
     for (int i = 0; i < NT * NI; i++)
         x[i] = rnd();
     for (int i = 0; i < N_TYPES; i++) {
         const int wt = k_types[i];
         qe_err err = {0};
         const size_t rnb = qe_type_row_nbytes(wt, NI);
-        REQUIRE(qe_quantize_rows(wt, wf, wq, NO, NI, NULL, 1, &err) == 0, "%s", err.msg);
+        REQUIRE(qe_quantize_rows(wt, wf, wq, NO, NI, qe_type_needs_imatrix(wt) ? ones : NULL, 1,
+                                 &err) == 0,
+                "%s", err.msg);
         REQUIRE(qe_matmul_llamacpp(wt, wq, rnb, NO, NI, x, NT, y, &err) == 0, "%s", err.msg);
         for (int j = 0; j < NT * NO; j++)
             CHECKF(y[j] == 0.f, "%s: y[%d] = %g", qe_type_name(wt), j, y[j]);
@@ -451,12 +464,13 @@ TEST(bad_shapes_and_types)
     CHECK(qe_matmul_llamacpp(QE_TYPE_Q8_0, w, 33, 2, 32, x, 1, y, &err) == QE_ESHAPE);
     CHECKF(strstr(err.msg, "stride") != NULL, "msg: %s", err.msg);
     /* no path / unknown id */
-    CHECK(qe_matmul_llamacpp(QE_TYPE_IQ2_XXS, w, 66, 1, 256, x, 1, y, &err) == QE_EUNSUPPORTED);
-    CHECKF(strstr(err.msg, "iq2_xxs") != NULL, "msg: %s", err.msg);
+    CHECK(qe_matmul_llamacpp(QE_TYPE_Q8_1, w, 36, 1, 32, x, 1, y, &err) == QE_EUNSUPPORTED);
+    CHECKF(strstr(err.msg, "q8_1") != NULL, "msg: %s", err.msg);
     CHECK(qe_matmul_llamacpp(QE_TYPE_Q8_K, w, 292, 1, 256, x, 1, y, &err) == QE_EUNSUPPORTED);
     CHECK(qe_matmul_llamacpp(99, w, 34, 1, 32, x, 1, y, &err) == QE_ETYPE);
     CHECK(qe_matmul_llamacpp(-1, w, 34, 1, 32, x, 1, y, &err) == QE_ETYPE);
-    CHECK(qe_llamacpp_vec_dot_type(QE_TYPE_IQ2_XXS) == -1);
+    CHECK(qe_llamacpp_vec_dot_type(QE_TYPE_Q8_1) == -1);
+    CHECK(qe_llamacpp_vec_dot_type(QE_TYPE_IQ2_XXS) == QE_TYPE_Q8_K);
     CHECK(qe_llamacpp_vec_dot_type(QE_TYPE_Q6_K) == QE_TYPE_Q8_K);
     CHECK(qe_llamacpp_vec_dot_type(QE_TYPE_Q5_1) == QE_TYPE_Q8_1);
     CHECK(qe_llamacpp_vec_dot_type(QE_TYPE_IQ4_NL) == QE_TYPE_Q8_0);

@@ -20,6 +20,7 @@
 
 #include "../harness/util/common.h"
 #include "../quant/quant.h"
+#include "../quant/quant_internal.h"
 #include "test.h"
 
 /* ================= minimal GGUF reader (test-only) =================== */
@@ -481,9 +482,239 @@ TEST(odd_rows_zero_blocks_nan)
     CHECKF(strstr(e.msg, "row 2") != NULL, "%s", e.msg);
     CHECK(qe_quantize_rows(QE_TYPE_Q4_K, rows, out, 1, 64, NULL, 1, &e) == QE_ESHAPE);
     CHECK(qe_quantize_rows(4, rows, out, 1, 64, NULL, 1, &e) == QE_ETYPE);
-    CHECK(qe_quantize_rows(QE_TYPE_IQ2_XXS, rows, out, 1, 256, NULL, 1, &e) == QE_EUNSUPPORTED);
+    /* IQ2_XXS/IQ2_XS/IQ1_S cannot run without importance weights */
+    CHECK(qe_quantize_rows(QE_TYPE_IQ2_XXS, rows, out, 1, 256, NULL, 1, &e) == QE_EINVAL);
+    CHECKF(strstr(e.msg, "iq2_xxs") && strstr(e.msg, "imatrix"), "%s", e.msg);
     rows[2 * 64 + 5] = 1.0f;
     CHECK(qe_quantize_rows(QE_TYPE_Q8_0, rows, out, 4, 64, NULL, 2, &e) == 0);
+}
+
+
+/* ================= low-bit types: grids, searches, rows ============= */
+
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* The codebooks are format data: byte for byte ggml-common.h's (b4747).
+ * The checksums (FNV-1a 64 over the little-endian table bytes) and the
+ * spot values were computed from ggml-common.h's tables. */
+TEST(iq_grids_pinned)
+{
+    REQUIRE(qe_type_get(QE_TYPE_IQ2_XXS), "init");
+    CHECK(fnv1a(qe_iq2xxs_grid, sizeof qe_iq2xxs_grid) == 0xbb4ee025b5ac6e8eull);
+    CHECK(fnv1a(qe_iq2xs_grid, sizeof qe_iq2xs_grid) == 0xc9b1ee61e79909bdull);
+    CHECK(fnv1a(qe_iq2s_grid, sizeof qe_iq2s_grid) == 0x123edd38a3b62b90ull);
+    CHECK(fnv1a(qe_iq1s_grid, sizeof qe_iq1s_grid) == 0x6703ed863501ae2eull);
+    CHECK(fnv1a(qe_iq3xxs_grid, sizeof qe_iq3xxs_grid) == 0xdfa5dc83d6a155d5ull);
+    CHECK(fnv1a(qe_iq3s_grid, sizeof qe_iq3s_grid) == 0xfa37020c25b44829ull);
+    CHECK(qe_iq2xxs_grid[1] == 0x080808080808082bull && qe_iq2xxs_grid[255] == 0x2b2b2b1908081908ull);
+    CHECK(qe_iq2s_grid[1023] == 0x2b2b2b2b2b2b2b2bull);
+    CHECK(qe_iq1s_grid[1] == 0xffffffffffffff01ull && qe_iq1s_grid[2047] == 0x0101010101010101ull);
+    CHECK(qe_iq3xxs_grid[1] == 0x04040414u && qe_iq3xxs_grid[255] == 0x3e341c04u);
+    CHECK(qe_iq3s_grid[1] == 0x01010103u && qe_iq3s_grid[511] == 0x0f0f0101u);
+    CHECK(qe_ksigns_iq2xs[1] == 129 && qe_ksigns_iq2xs[3] == 3 && qe_ksigns_iq2xs[127] == 255);
+}
+
+typedef struct { int d2, j; } dj_pair;
+static int dj_cmp(const void *a, const void *b)
+{
+    const dj_pair *x = a, *y = b;
+    return x->d2 != y->d2 ? (x->d2 < y->d2 ? -1 : 1) : (x->j < y->j ? -1 : x->j > y->j);
+}
+
+/* The neighbour tables against a brute-force build the way ggml's
+ * iq2xs_init_impl/iq3xs_init_impl do it (qsort of (d2, index), keep the
+ * nwant smallest distinct distances), on a sample of lattice points. */
+TEST(iq_neighbour_tables)
+{
+    static const struct { int which, nwant, kmap; } g[] = {
+        {QE_IQS_IQ2XXS, 2, 43692}, {QE_IQS_IQ2XS, 2, 43692}, {QE_IQS_IQ2S, 1, 43692},
+        {QE_IQS_IQ1S, 3, 43692},   {QE_IQS_IQ3XXS, 2, 4096}, {QE_IQS_IQ3S, 3, 4096},
+    };
+    dj_pair *d = malloc(2048 * sizeof *d);
+    REQUIRE(d, "alloc");
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+        const qe_iq_search *S = qe_iq_search_get(g[k].which);
+        REQUIRE(S, "search table %d", g[k].which);
+        const int nc = S->ncoord, bits = nc == 8 ? 2 : 3;
+        int n_on = 0, n_checked = 0;
+        for (int u = 0; u < g[k].kmap; u++)
+            n_on += S->map[u] >= 0;
+        CHECKF(n_on == S->grid_size, "grid %d: %d points on the grid", g[k].which, n_on);
+        for (int u = 0; u < g[k].kmap; u += (nc == 8 ? 97 : 7)) {
+            if (S->map[u] >= 0) {
+                /* on-grid points map to a grid point with exactly these levels */
+                const int8_t *pg = S->grid + nc * S->map[u];
+                int v = 0;
+                for (int i = 0; i < nc; i++)
+                    v |= ((pg[i] - 1) / 2) << bits * i;
+                CHECKF(v == u, "grid %d: map[%d] -> levels %d", g[k].which, u, v);
+                continue;
+            }
+            for (int j = 0; j < S->grid_size; j++) {
+                int d2 = 0;
+                for (int i = 0; i < nc; i++) {
+                    int df = S->grid[nc * j + i] - (2 * ((u >> bits * i) & ((1 << bits) - 1)) + 1);
+                    d2 += df * df;
+                }
+                d[j] = (dj_pair){d2, j};
+            }
+            qsort(d, (size_t)S->grid_size, sizeof *d, dj_cmp);
+            int n = 0, have = 1, cur = d[0].d2;
+            for (int j = 0; j < S->grid_size; j++) {
+                if (d[j].d2 > cur) {
+                    if (have == g[k].nwant)
+                        break;
+                    cur = d[j].d2;
+                    have++;
+                }
+                n++;
+            }
+            const uint16_t *nb = S->neighbours - S->map[u] - 1;
+            bool same = nb[0] == n;
+            for (int j = 0; same && j < n; j++)
+                same = nb[1 + j] == d[j].j;
+            CHECKF(same, "grid %d: neighbours of %d differ (%d vs %d)", g[k].which, u, nb[0], n);
+            n_checked++;
+        }
+        printf("  grid %d: %d points, %d off-grid lattice points checked\n", g[k].which,
+               S->grid_size, n_checked);
+    }
+    free(d);
+}
+
+typedef struct {
+    int type;
+    double bound; /* rel RMSE bound on N(0,1)-ish rows with an imatrix */
+} low_case;
+static const low_case k_low[] = {
+    {QE_TYPE_IQ1_S, 0.62}, {QE_TYPE_IQ1_M, 0.70},   {QE_TYPE_IQ2_XXS, 0.45},
+    {QE_TYPE_IQ2_XS, 0.40}, {QE_TYPE_IQ2_S, 0.36},  {QE_TYPE_IQ3_XXS, 0.25},
+    {QE_TYPE_IQ3_S, 0.22},  {QE_TYPE_TQ1_0, 0.95},  {QE_TYPE_TQ2_0, 0.95},
+};
+#define N_LOW ((int)(sizeof k_low / sizeof k_low[0]))
+
+/* Per row: quantize with and without an imatrix (where allowed), error
+ * bounds, all-zero rows, NaN/Inf, the imatrix requirement, geometry. */
+TEST(low_bit_rows)
+{
+    enum { NB = 3 };
+    const int64_t n = 256 * NB;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    float *imx = malloc(n * sizeof(float));
+    uint8_t *q = malloc(n + 256), *q2 = malloc(n + 256);
+    REQUIRE(x && y && imx && q && q2, "alloc");
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = rng_normal() * (0.02f + 0.01f * (float)((i / 32) % 3));
+        imx[i] = 0.1f + rng_uniform();
+    }
+    for (int c = 0; c < N_LOW; c++) {
+        const qe_type_traits *tt = qe_type_get(k_low[c].type);
+        REQUIRE(tt && tt->to_float_ref && tt->to_float && tt->from_float_ref && tt->vec_dot &&
+                    tt->vec_dot_ref,
+                "type %d lacks kernels", k_low[c].type);
+        CHECKF(tt->blck_size == 256 && qe_type_row_nbytes(k_low[c].type, 257) == 0, "%s",
+               tt->name);
+        CHECKF(tt->from_float_ref(x, q, n, imx) == 0, "%s", tt->name);
+        tt->to_float_ref(q, y, n);
+        double r1 = rel_rmse(y, x, n);
+        /* the quantizer is deterministic and row-local: twice the same bytes */
+        CHECKF(tt->from_float_ref(x, q2, n, imx) == 0 &&
+                   !memcmp(q, q2, qe_type_row_nbytes(k_low[c].type, n)),
+               "%s: not deterministic", tt->name);
+        double r0 = -1;
+        if (qe_type_needs_imatrix(k_low[c].type)) {
+            CHECKF(tt->from_float_ref(x, q, n, NULL) == QE_EINVAL, "%s: NULL imatrix", tt->name);
+        } else {
+            CHECKF(tt->from_float_ref(x, q, n, NULL) == 0, "%s", tt->name);
+            tt->to_float_ref(q, y, n);
+            r0 = rel_rmse(y, x, n);
+            CHECKF(r0 <= k_low[c].bound, "%s: %g", tt->name, r0);
+        }
+        printf("  %-7s rel rmse %.4f with imatrix, %.4f without (-1: needs one), bound %.2f\n",
+               tt->name, r1, r0, k_low[c].bound);
+        CHECKF(r1 <= k_low[c].bound, "%s imat: %g", tt->name, r1);
+        /* the ternary types ignore the imatrix (as ggml) */
+        if (k_low[c].type == QE_TYPE_TQ1_0 || k_low[c].type == QE_TYPE_TQ2_0)
+            CHECKF(r0 == r1, "%s: imatrix changed the result", tt->name);
+        /* all-zero input -> all-zero output, reference and SIMD */
+        float z[512] = {0};
+        for (int i = 0; i < 512; i++)
+            y[i] = 1.0f;
+        CHECKF(tt->from_float_ref(z, q, 512, imx) == 0, "%s zero", tt->name);
+        tt->to_float_ref(q, y, 512);
+        int nz = 0;
+        for (int i = 0; i < 512; i++)
+            nz += y[i] != 0.0f;
+        tt->to_float(q, y, 512);
+        for (int i = 0; i < 512; i++)
+            nz += y[i] != 0.0f;
+        CHECKF(nz == 0, "%s: %d nonzero after all-zero quantize", tt->name, nz);
+        float xb = x[300];
+        x[300] = NAN;
+        CHECKF(tt->from_float_ref(x, q, n, imx) == QE_ENAN, "%s NaN", tt->name);
+        x[300] = INFINITY;
+        CHECKF(tt->from_float_ref(x, q, n, imx) == QE_ENAN, "%s Inf", tt->name);
+        x[300] = xb;
+        /* qe_quantize_rows = row by row from_float_ref, any thread count */
+        qe_err e = {0};
+        CHECKF(qe_quantize_rows(k_low[c].type, x, q2, NB, 256, imx, 2, &e) == 0, "%s: %s",
+               tt->name, e.msg);
+        for (int r = 0; r < NB; r++) {
+            CHECK(tt->from_float_ref(x + 256 * r, q, 256, imx) == 0);
+            CHECKF(!memcmp(q, q2 + r * tt->type_size, tt->type_size), "%s row %d", tt->name, r);
+        }
+    }
+    CHECK(qe_type_needs_imatrix(QE_TYPE_IQ2_XXS) && qe_type_needs_imatrix(QE_TYPE_IQ2_XS) &&
+          qe_type_needs_imatrix(QE_TYPE_IQ1_S) && !qe_type_needs_imatrix(QE_TYPE_IQ2_S) &&
+          !qe_type_needs_imatrix(QE_TYPE_IQ1_M) && !qe_type_needs_imatrix(QE_TYPE_Q2_K));
+    free(x);
+    free(y);
+    free(imx);
+    free(q);
+    free(q2);
+}
+
+/* Hand-built blocks: the documented layouts decode as ggml's do. */
+TEST(low_bit_hand_blocks)
+{
+    float y[256];
+    /* TQ2_0: byte m of 32 holds trits of y[m], y[m+32], y[m+64], y[m+96]
+     * (2 bits each, 0/1/2 -> -1/0/+1), d = 0.5 */
+    qe_block_tq2_0 t2;
+    memset(&t2, 0, sizeof t2);
+    t2.qs[0] = 0x02 | (0x01 << 2) | (0x00 << 4) | (0x02 << 6);
+    t2.d = qe_fp32_to_fp16(0.5f);
+    qe_type_get(QE_TYPE_TQ2_0)->to_float_ref(&t2, y, 256);
+    CHECK(y[0] == 0.5f && y[32] == 0.0f && y[64] == -0.5f && y[96] == 0.5f && y[1] == -0.5f);
+    /* TQ1_0: qs[0] = ceil(243*... ): trits (2,1,0,2,1) base 3 = 2*81+27+0+6+1 = 196,
+     * stored as ceil(196*256/243) = 207; y[0], y[32], ... in that order */
+    qe_block_tq1_0 t1;
+    memset(&t1, 0, sizeof t1);
+    t1.qs[0] = 207;
+    t1.d = qe_fp32_to_fp16(2.0f);
+    qe_type_get(QE_TYPE_TQ1_0)->to_float_ref(&t1, y, 256);
+    CHECKF(y[0] == 2.0f && y[32] == 0.0f && y[64] == -2.0f && y[96] == 2.0f && y[128] == 0.0f,
+           "%g %g %g %g %g", y[0], y[32], y[64], y[96], y[128]);
+    /* IQ2_XXS: group 0 = grid point 1 (0x080808080808082b), signs 0b0000011
+     * (-> ksigns 3: y[0], y[1] negative), 4-bit scale 15: db = d*(15.5)/4 */
+    qe_block_iq2_xxs b;
+    memset(&b, 0, sizeof b);
+    b.d = qe_fp32_to_fp16(1.0f);
+    uint32_t aux[2] = {1u, 3u | (15u << 28)};
+    memcpy(b.qs, aux, 8);
+    qe_type_get(QE_TYPE_IQ2_XXS)->to_float_ref(&b, y, 256);
+    const float db = 1.0f * 15.5f * 0.25f;
+    CHECKF(y[0] == -db * 0x2b && y[1] == -db * 8 && y[2] == db * 8 && y[8] == db * 8,
+           "%g %g %g", y[0], y[1], y[2]);
 }
 
 /* Every available SIMD level against the reference: dequantize bitwise,
@@ -547,6 +778,64 @@ TEST(simd_vs_ref)
                    tt->name, ss, sr, mag);
         }
     }
+    /* the types below 4 bits (quantized with an imatrix, some need one) */
+    float *imx = malloc(n * sizeof(float));
+    REQUIRE(imx, "alloc");
+    for (int64_t i = 0; i < n; i++)
+        imx[i] = 0.5f + (float)(i % 7) * 0.25f;
+    for (int li = 0; li < 2; li++) {
+        if (qe_quant_set_simd_level(levels[li]) != 0)
+            continue;
+        for (int c = 0; c < N_LOW; c++) {
+            const qe_type_traits *tt = qe_type_get(k_low[c].type);
+            CHECKF(tt->to_float != tt->to_float_ref && tt->vec_dot != tt->vec_dot_ref,
+                   "%s %s: no SIMD kernels", levels[li], tt->name);
+            REQUIRE(tt->from_float_ref(x, q, n, imx) == 0, "%s", tt->name);
+            tt->to_float_ref(q, yr, n);
+            memset(ys, 0xff, n * sizeof(float));
+            tt->to_float(q, ys, n);
+            CHECKF(!memcmp(yr, ys, n * sizeof(float)), "%s %s dequant differs", levels[li],
+                   tt->name);
+            tt->to_float(q, ys, 256);
+            CHECKF(!memcmp(yr, ys, 256 * sizeof(float)), "%s %s one block", levels[li], tt->name);
+            float sr = 0, ss = 0;
+            tt->vec_dot_ref(n, &sr, q, v);
+            tt->vec_dot(n, &ss, q, v);
+            double mag = 0;
+            for (int64_t i = 0; i < n; i++)
+                mag += fabs((double)yr[i] * v[i]);
+            CHECKF(fabs((double)ss - sr) <= 1e-5 * mag, "%s %s dot %g vs %g (mag %g)", levels[li],
+                   tt->name, ss, sr, mag);
+        }
+        /* every sign pattern and scale: random block bytes (any grid index,
+         * sign, scale; d a small normal fp16) decode alike */
+        for (int c = 0; c < N_LOW; c++) {
+            const qe_type_traits *tt = qe_type_get(k_low[c].type);
+            for (int64_t b = 0; b < (int64_t)tt->type_size * NB; b++)
+                q[b] = (uint8_t)rng_u32();
+            for (int blk = 0; blk < NB; blk++) {
+                uint8_t *bp = q + blk * tt->type_size;
+                uint16_t d = qe_fp32_to_fp16(0.01f + 0.001f * (float)blk);
+                if (k_low[c].type == QE_TYPE_IQ1_M) { /* d in the scales' top nibbles */
+                    uint16_t sc[4];
+                    memcpy(sc, bp + 48, 8);
+                    for (int j = 0; j < 4; j++)
+                        sc[j] = (uint16_t)((sc[j] & 0x0fff) | (((d >> (4 * j)) & 0xf) << 12));
+                    memcpy(bp + 48, sc, 8);
+                } else if (k_low[c].type == QE_TYPE_TQ1_0 || k_low[c].type == QE_TYPE_TQ2_0) {
+                    memcpy(bp + tt->type_size - 2, &d, 2);
+                } else {
+                    memcpy(bp, &d, 2);
+                }
+            }
+            tt->to_float_ref(q, yr, n);
+            memset(ys, 0xff, n * sizeof(float));
+            tt->to_float(q, ys, n);
+            CHECKF(!memcmp(yr, ys, n * sizeof(float)), "%s %s: random blocks decode differently",
+                   levels[li], tt->name);
+        }
+    }
+    free(imx);
     CHECK(qe_quant_set_simd_level(saved) == 0); /* back to the automatic choice */
     CHECK(qe_quant_set_simd_level("sse9") == QE_EUNSUPPORTED);
     free(x);
@@ -690,6 +979,10 @@ int main(void)
     RUN(hand_q4_K_scales);
     RUN(roundtrip_rmse_random);
     RUN(odd_rows_zero_blocks_nan);
+    RUN(iq_grids_pinned);
+    RUN(iq_neighbour_tables);
+    RUN(low_bit_rows);
+    RUN(low_bit_hand_blocks);
     RUN(simd_vs_ref);
     RUN(llamacpp_rand_llama_requant);
     RUN(llamacpp_stories_requant);

@@ -552,8 +552,9 @@ static bool files_equal(const char *a, const char *b, size_t *n_out)
 
 /* Quantize with qeval, write GGUF, and compare with the llama.cpp file
  * byte for byte (same KV order, tensor order, quantized blocks). */
-static void quantize_and_compare(qe_model *src, const char *mix, const qe_imatrix *im,
-                                 const char *imat_path, const char *golden_name)
+static void quantize_and_compare_in(const char *dir, qe_model *src, const char *mix,
+                                    const qe_imatrix *im, const char *imat_path,
+                                    const char *golden_name)
 {
     qe_err err = {0};
     qe_quant_opts o;
@@ -570,7 +571,7 @@ static void quantize_and_compare(qe_model *src, const char *mix, const qe_imatri
     qe_gguf_write_info wi = {rep.ftype, im, imat_path};
     CHECKF(qe_model_write_gguf(q, src, out, &wi, &err) == 0, "%s: %s", mix, err.msg);
     char gp[256];
-    snprintf(gp, sizeof gp, "testdata/llamacpp/%s", golden_name);
+    snprintf(gp, sizeof gp, "%s%s", dir, golden_name);
     size_t n = 0;
     CHECKF(files_equal(out, test_asset(gp), &n), "%s: %s differs from llama.cpp's", mix, golden_name);
     /* effective bpw counts every tensor: bytes*8/params */
@@ -595,6 +596,79 @@ static void quantize_and_compare(qe_model *src, const char *mix, const qe_imatri
     qe_quant_report_free(&rep);
     qe_model_free(q);
     unlink(out);
+}
+
+static void quantize_and_compare(qe_model *src, const char *mix, const qe_imatrix *im,
+                                 const char *imat_path, const char *golden_name)
+{
+    quantize_and_compare_in("testdata/llamacpp/", src, mix, im, imat_path, golden_name);
+}
+
+/* The low-bit set (testdata/llamacpp-iq/golden-iq.json): every
+ * llama-quantize run of rand-llama-256 there.  Per produced file: our
+ * per-tensor types (check_golden_run) and the whole file byte for byte
+ * (imatrix passed as "rand-llama-256.imatrix", the string llama-quantize
+ * stored).  The refused run (IQ3_XXS without an imatrix) must be refused
+ * on the same tensor. */
+TEST(iq_golden_files)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    qe_err err = {0};
+    if (qe_read_file(test_asset("testdata/llamacpp-iq/golden-iq.json"), &buf, &n, &err)) {
+        printf("  skipped: %s not found\n", test_asset("testdata/llamacpp-iq/golden-iq.json"));
+        return;
+    }
+    cJSON *gj = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    REQUIRE(gj, "golden-iq.json does not parse");
+    src_model *rand = calloc(1, sizeof *rand);
+    REQUIRE(load_src("rand-llama-256-F32", rand), "rand-llama-256-F32 not in golden.json");
+    qe_model *m = qe_model_load(test_asset("testdata/llamacpp/rand-llama-256-F32.gguf"), NULL, &err);
+    REQUIRE(m, "%s", err.msg);
+    const char *ip = test_asset("testdata/llamacpp/rand-llama-256.imatrix");
+    qe_imatrix *im = qe_imatrix_load(ip, &err);
+    REQUIRE(im, "%s", err.msg);
+    int n_files = 0, n_checked = 0, n_refused = 0;
+    cJSON *files = cJSON_GetObjectItemCaseSensitive(gj, "files"), *f;
+    cJSON_ArrayForEach(f, files)
+    {
+        const char *name = cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring;
+        const char *file = cJSON_GetObjectItemCaseSensitive(f, "file")->valuestring;
+        const char *status = cJSON_GetObjectItemCaseSensitive(f, "status")->valuestring;
+        const char *cmd =
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(f, "quantize"),
+                                             "command")
+                ->valuestring;
+        const char *req = cJSON_GetObjectItemCaseSensitive(f, "requested_type")->valuestring;
+        char mix[32];
+        sscanf(req, "%31s", mix);
+        bool imat = strstr(cmd, "--imatrix") != NULL;
+        if (strcmp(status, "ok") != 0) {
+            /* llama-quantize bailed out: so must the planner, naming the tensor */
+            qe_mix_opts o = opts_for(rand, qe_ftype_from_name(mix), imat);
+            qe_mix_choice ch[64];
+            int rc = qe_mix_plan(&o, rand->t, rand->n, ch, &err);
+            CHECKF(rc == QE_EINVAL && strstr(err.msg, "blk.0.attn_k.weight") &&
+                       strstr(err.msg, "importance matrix"),
+                   "%s: rc %d '%s'", name, rc, err.msg);
+            n_refused++;
+            continue;
+        }
+        n_files++;
+        check_golden_run(f, rand, &n_checked);
+        /* "rand-llama-256.imatrix": the path string llama-quantize stored */
+        quantize_and_compare_in("testdata/llamacpp-iq/", m, mix, imat ? im : NULL,
+                                imat ? "rand-llama-256.imatrix" : NULL, file);
+    }
+    printf("  info: %d low-bit files compared type by type and byte by byte, %d refusal\n",
+           n_checked, n_refused);
+    CHECKF(n_files == 17 && n_checked == 17 && n_refused == 1, "files %d checked %d refused %d",
+           n_files, n_checked, n_refused);
+    qe_imatrix_free(im);
+    qe_model_free(m);
+    free(rand);
+    cJSON_Delete(gj);
 }
 
 TEST(quantize_matches_llamacpp_files)
@@ -687,6 +761,7 @@ int main(void)
     RUN(custom_recipe_rules);
     RUN(custom_recipe_errors);
     RUN(quantize_matches_llamacpp_files);
+    RUN(iq_golden_files);
     RUN(quantize_legacy_on_stories_and_requantize);
     cJSON_Delete(g_golden);
     return test_finish();

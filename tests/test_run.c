@@ -11,7 +11,9 @@
  *     equal the uninterrupted content;
  *   - gate: an all-Q2_K recipe fails against a Q8_0 baseline (exit 1), a
  *     re-evaluation of the baseline passes (exit 0), bad usage exits 2;
- *   - report/compare/history commands on the run database.
+ *   - report/compare/history commands on the run database;
+ *   - below 4 bits: an imatrix collected once (default calibration text or
+ *     --calib) with its provenance on every variant, fallbacks stated.
  * The run is small (ctx 64, 16 chunks, copa 16 items, 3 variants) so the
  * whole binary stays well under a minute.
  */
@@ -660,6 +662,110 @@ TEST(time_budget_plan)
     CHECK(sh("'%s' run '%s' --time-budget 0s >/dev/null 2>&1", qeval_bin, model) == 2);
 }
 
+static char *slurp_file(const char *path)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    qe_err e = {0};
+    return qe_read_file(path, &buf, &n, &e) ? NULL : buf;
+}
+
+/* One row per variant: name|imatrix_dataset|imatrix_chunks|imatrix_sha256 */
+static char *variant_provenance(const char *db)
+{
+    sqlite3 *h;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_stmt *st;
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (sqlite3_prepare_v2(h,
+                           "SELECT name, imatrix_dataset, imatrix_chunks, imatrix_sha256 FROM"
+                           " variants ORDER BY id",
+                           -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW)
+            fprintf(f, "%s|%s|%d|%s\n", sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
+                    sqlite3_column_int(st, 2), sqlite3_column_text(st, 3));
+        sqlite3_finalize(st);
+    }
+    fclose(f);
+    sqlite3_close(h);
+    return buf;
+}
+
+/* Below 4 bits: IQ2_M/IQ1_M need an importance matrix; without --imatrix
+ * or --calib `run` collects one once from the default calibration text
+ * (FLORES-200 eng_Latn, not the evaluation text), stores its provenance
+ * with every quantized variant, and says which tensors fell back
+ * (stories260K's 64/172-wide rows fit no 256 block).  With --calib the
+ * named text is used. */
+TEST(low_bit_imatrix_provenance)
+{
+    const char *db = tp("lowbit.db"), *out = tp("lowbit.out"), *err = tp("lowbit.err");
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd,
+             "QEVAL_QUIET=0 '%s' run '%s' --quants Q4_K_M,IQ2_M,IQ1_M --limit 2 --ctx 64 --text '%s' "
+             "--threads 2 --db '%s' >'%s' 2>'%s'",
+             qeval_bin, test_asset("models/stories260K/stories260K.gguf"),
+             test_asset("datasets/tinystories/tinystories_val.txt"), db, out, err);
+    int rc = system(cmd);
+    char *o = slurp_file(out), *e = slurp_file(err);
+    REQUIRE(rc == 0 && o && e, "qeval run failed (%d): %s", rc, e ? e : "");
+    /* every variant has a row in the table */
+    CHECKF(strstr(o, "\nQ4_K_M ") && strstr(o, "\nIQ2_M ") && strstr(o, "\nIQ1_M "), "%s", o);
+    /* the collection is announced once, with the default text named */
+    CHECKF(strstr(e, "needs an importance matrix: collecting one from the default calibration "
+                     "text") && strstr(e, "eng_Latn.devtest"),
+           "%s", e);
+    const char *first = strstr(e, "imatrix: ");
+    CHECKF(first && !strstr(first + 1, "imatrix: "), "imatrix collected more than once: %s", e);
+    /* the fallbacks are stated plainly */
+    CHECKF(strstr(e, "IQ2_M: 36 of 48 tensors fell back") &&
+               strstr(e, "iq2_s -> iq4_nl (e.g. blk.0.attn_q.weight)") &&
+               strstr(e, "iq2_s -> f16 (e.g. blk.0.ffn_down.weight)"),
+           "%s", e);
+    char *pv = variant_provenance(db);
+    REQUIRE(pv, "no variants");
+    /* the reference has none; every quantized variant the same imatrix */
+    char sha[65] = "";
+    int n_q = 0;
+    for (char *line = strtok(pv, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[64], ds[256], hx[65];
+        int chunks = 0;
+        if (sscanf(line, "%63[^|]|%255[^|]|%d|%64s", name, ds, &chunks, hx) == 4) {
+            CHECKF(strcmp(ds, "eng_Latn.devtest") == 0 && chunks > 100 && strlen(hx) == 64,
+                   "%s", line);
+            if (!sha[0])
+                qe_strlcpy(sha, hx, sizeof sha);
+            CHECKF(strcmp(sha, hx) == 0, "variants with different imatrices: %s", line);
+            n_q++;
+        } else {
+            CHECKF(strncmp(line, "F32||0|", 7) == 0, "reference row '%s'", line);
+        }
+    }
+    CHECKF(n_q == 3, "%d quantized variants with provenance", n_q);
+    free(pv);
+    free(o);
+    free(e);
+    /* --calib: that text, named */
+    const char *db2 = tp("lowbit2.db");
+    snprintf(cmd, sizeof cmd,
+             "QEVAL_QUIET=0 '%s' run '%s' --quants IQ2_M --limit 2 --ctx 64 --text '%s' --calib '%s' "
+             "--threads 2 --db '%s' >/dev/null 2>'%s'",
+             qeval_bin, test_asset("models/stories260K/stories260K.gguf"),
+             test_asset("datasets/tinystories/tinystories_val.txt"),
+             test_asset("testdata/llamacpp/text-eng.txt"), db2, err);
+    rc = system(cmd);
+    e = slurp_file(err);
+    REQUIRE(rc == 0, "qeval run --calib failed (%d): %s", rc, e ? e : "");
+    CHECKF(e && !strstr(e, "default calibration"), "%s", e);
+    free(e);
+    pv = variant_provenance(db2);
+    CHECKF(pv && strstr(pv, "IQ2_M|text-eng.txt|"), "%s", pv ? pv : "");
+    free(pv);
+}
+
 int main(void)
 {
     qeval_bin = getenv("QEVAL_BIN");
@@ -685,6 +791,7 @@ int main(void)
     RUN(shards_merge);
     RUN(gate_degraded_recipe);
     RUN(eval_artifact);
+    RUN(low_bit_imatrix_provenance);
     free(baseline);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

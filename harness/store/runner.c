@@ -78,6 +78,10 @@ typedef struct runner {
     qe_store *s;
     qe_model *ref;
     qe_imatrix *imatrix;
+    /* the imatrix's provenance, stored with every variant quantized with it */
+    char imx_dataset[256];
+    int imx_chunks;
+    char imx_sha256[65];
     int64_t run_id;
     int n_ctx;
     /* text task */
@@ -123,6 +127,18 @@ static const char *default_text(const qe_model *m)
             return p;
     }
     snprintf(p, sizeof p, "%s/datasets/wikitext2_raw/wiki.test.raw", root);
+    return p;
+}
+
+/* The calibration text `run` collects an importance matrix from when a
+ * mix needs one and neither --imatrix nor --calib is given: FLORES-200
+ * devtest eng_Latn (1012 general-domain sentences).  It is not the
+ * perplexity/KLD text (wikitext-2 test or TinyStories val); the default
+ * suite's flores200-eng_Latn task reads the same sentences. */
+static const char *default_calib_text(void)
+{
+    static char p[1024];
+    snprintf(p, sizeof p, "%s/datasets/flores200/devtest/eng_Latn.devtest", qe_assets_dir());
     return p;
 }
 
@@ -487,6 +503,41 @@ static int existing_variant(runner *r, const char *name, int64_t *vid)
     return qe_store_find_variant(r->s, r->run_id, name, vid, &e2) == 0;
 }
 
+/* Say plainly which tensors did not get the mix's type because their rows
+ * do not fit its block (e.g. stories260K's 64- and 172-wide rows under a
+ * 256-block type), grouped by (wanted, got, row length). */
+static void note_fallbacks(const char *variant, const qe_quant_report *rep)
+{
+    if (!rep->n_fallback_llama && !rep->n_fallback_qeval)
+        return;
+    bool *done = calloc((size_t)rep->n_tensors, sizeof *done);
+    if (!done)
+        return;
+    note("%s: %d of %d tensors fell back to another type (rows not a multiple of the type's "
+         "block):\n",
+         variant, rep->n_fallback_llama + rep->n_fallback_qeval, rep->n_tensors);
+    for (int i = 0; i < rep->n_tensors; i++) {
+        const qe_quant_tensor_info *t = &rep->tensors[i];
+        if (done[i] || t->fallback == QE_FALLBACK_NONE)
+            continue;
+        int n = 0;
+        const qe_quant_tensor_info *first = t;
+        for (int j = i; j < rep->n_tensors; j++) {
+            const qe_quant_tensor_info *u = &rep->tensors[j];
+            if (!done[j] && u->fallback == t->fallback && u->wanted == t->wanted &&
+                u->type == t->type) {
+                done[j] = true;
+                n++;
+            }
+        }
+        note("  %d x %s -> %s (e.g. %s)%s\n", n, qe_type_name(first->wanted),
+             qe_type_name(first->type), first->name,
+             t->fallback == QE_FALLBACK_LLAMA ? ": llama.cpp's own substitution"
+                                              : ": qeval's choice, llama.cpp aborts here");
+    }
+    free(done);
+}
+
 static qe_model *build_variant(runner *r, const variant_spec *v, qe_variant_info *vi,
                                char *hist, size_t hist_cap, qe_err *err)
 {
@@ -510,7 +561,13 @@ static qe_model *build_variant(runner *r, const variant_spec *v, qe_variant_info
             qe_err_prefix(err, "variant %s", v->name);
             return NULL;
         }
+        note_fallbacks(v->name, &rep);
         qe_quant_report_free(&rep);
+        if (r->imatrix) {
+            vi->imatrix_dataset = r->imx_dataset;
+            vi->imatrix_chunks = r->imx_chunks;
+            vi->imatrix_sha256 = r->imx_sha256;
+        }
     }
     vi->n_params = qe_model_n_params(m);
     vi->size_nbytes = qe_model_tensor_nbytes(m);
@@ -802,6 +859,80 @@ static void runner_free(runner *r)
     qe_store_close(r->s);
 }
 
+/* The importance matrix of the run: --imatrix, or collected once from
+ * --calib, or (when a requested mix needs one and neither is given)
+ * collected from the default calibration text.  run_sha (the run key's
+ * "imatrix" field) is the sha256 of the imatrix file or of the
+ * calibration text; r->imx_* the provenance stored with each variant. */
+static int setup_imatrix(runner *r, char run_sha[65], qe_err *err)
+{
+    const qe_run_opts *o = r->o;
+    const char *calib = o->calib_path;
+    int rc;
+    if (!o->imatrix_path && !calib) {
+        const char *needs = NULL;
+        for (int i = 0; i < r->n_vs && !needs; i++) {
+            int ft = r->vs[i].recipe ? qe_recipe_base_ftype(r->vs[i].recipe) : r->vs[i].ftype;
+            if (ft >= 0 && qe_ftype_get(ft) && qe_ftype_get(ft)->needs_imatrix)
+                needs = r->vs[i].name;
+        }
+        if (!needs)
+            return 0;
+        calib = default_calib_text();
+        if (!file_is_regular(calib))
+            return qe_err_set(err, QE_ENOTFOUND,
+                              "%s needs an importance matrix and the default calibration text "
+                              "%s is missing: pass --calib TEXT or --imatrix FILE",
+                              needs, calib);
+        note("%s needs an importance matrix: collecting one from the default calibration text "
+             "%s (FLORES-200 devtest eng_Latn; --calib TEXT or --imatrix FILE to choose)\n",
+             needs, calib);
+    }
+    if (o->imatrix_path) {
+        if ((rc = qe_sha256_file(o->imatrix_path, run_sha, err)))
+            return rc;
+        if (!(r->imatrix = qe_imatrix_load(o->imatrix_path, err)))
+            return err ? err->code : QE_EFORMAT;
+        const qe_imatrix *im = r->imatrix;
+        const char *b = strrchr(o->imatrix_path, '/');
+        snprintf(r->imx_dataset, sizeof r->imx_dataset, "%s%s%s%s",
+                 im->n_datasets ? im->datasets[im->n_datasets - 1] : "",
+                 im->n_datasets ? " (via " : "", b ? b + 1 : o->imatrix_path,
+                 im->n_datasets ? ")" : "");
+        r->imx_chunks = im->chunk_count;
+        memcpy(r->imx_sha256, run_sha, 65);
+        return 0;
+    }
+    char *text = NULL;
+    size_t n = 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if ((rc = qe_sha256_file(calib, run_sha, err)) || (rc = qe_read_file(calib, &text, &n, err)))
+        return rc;
+    rc = qe_tokenize(r->ref->tok, text, n, true, false, &ids, &n_ids, err);
+    free(text);
+    if (rc)
+        return rc;
+    qe_imatrix_collect_opts io = {.n_ctx = r->n_ctx, .n_threads = o->threads, .dataset = calib};
+    r->imatrix = qe_imatrix_collect(r->ref, ids, n_ids, &io, NULL, err);
+    free(ids);
+    if (!r->imatrix)
+        return err ? err->code : QE_EINVAL;
+    uint8_t *dat = NULL;
+    size_t nd = 0;
+    if ((rc = qe_imatrix_write_dat_mem(r->imatrix, &dat, &nd, err)))
+        return rc;
+    qe_sha256_hex(dat, nd, r->imx_sha256);
+    free(dat);
+    const char *b = strrchr(calib, '/');
+    qe_strlcpy(r->imx_dataset, b ? b + 1 : calib, sizeof r->imx_dataset);
+    r->imx_chunks = r->imatrix->chunk_count;
+    note("imatrix: %d entries from %s, %d chunks of %d tokens, sha256 %.16s...; used for every "
+         "quantized variant\n",
+         r->imatrix->n_entries, r->imx_dataset, r->imx_chunks, r->n_ctx, r->imx_sha256);
+    return 0;
+}
+
 int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
 {
     runner r = {.o = o};
@@ -821,34 +952,6 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
     r.n_ctx = o->n_ctx > 0 ? o->n_ctx
               : r.ref->cfg.n_ctx_train > 0 && r.ref->cfg.n_ctx_train < 512 ? r.ref->cfg.n_ctx_train
                                                                            : 512;
-    if (o->imatrix_path) {
-        if ((rc = qe_sha256_file(o->imatrix_path, imx_sha, err)))
-            goto out;
-        if (!(r.imatrix = qe_imatrix_load(o->imatrix_path, err))) {
-            rc = err ? err->code : QE_EFORMAT;
-            goto out;
-        }
-    } else if (o->calib_path) {
-        char *text = NULL;
-        size_t n = 0;
-        int32_t *ids = NULL;
-        size_t n_ids = 0;
-        if ((rc = qe_sha256_file(o->calib_path, imx_sha, err)) ||
-            (rc = qe_read_file(o->calib_path, &text, &n, err)))
-            goto out;
-        rc = qe_tokenize(r.ref->tok, text, n, true, false, &ids, &n_ids, err);
-        free(text);
-        if (rc)
-            goto out;
-        qe_imatrix_collect_opts io = {.n_ctx = r.n_ctx, .n_threads = o->threads,
-                                      .dataset = o->calib_path};
-        r.imatrix = qe_imatrix_collect(r.ref, ids, n_ids, &io, NULL, err);
-        free(ids);
-        if (!r.imatrix) {
-            rc = err ? err->code : QE_EINVAL;
-            goto out;
-        }
-    }
     if (o->n_recipes) {
         qe_sha256_ctx c;
         qe_sha256_init(&c);
@@ -867,6 +970,8 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
         goto out;
     }
     if ((rc = setup_variants(&r, err)))
+        goto out;
+    if ((rc = setup_imatrix(&r, imx_sha, err)))
         goto out;
     quants[0] = '\0';
     for (int i = 0; i < r.n_vs; i++) {

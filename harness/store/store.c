@@ -124,6 +124,10 @@ static const char *const migrations[QE_STORE_SCHEMA_VERSION] = {
     "  v.run_id, v.name AS variant, t.name AS task, t.family, s.item, s.metric, s.value,"
     "  s.value2, s.n_tokens, s.response, s.extracted, s.prompt_sha, s.ids_sha"
     "  FROM samples s JOIN variants v ON v.id = s.variant_id JOIN tasks t ON t.id = s.task_id;",
+    /* 1 -> 2: each variant's importance-matrix provenance */
+    "ALTER TABLE variants ADD COLUMN imatrix_dataset TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE variants ADD COLUMN imatrix_chunks INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE variants ADD COLUMN imatrix_sha256 TEXT NOT NULL DEFAULT '';",
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -475,12 +479,15 @@ int qe_store_variant_put(qe_store *s, int64_t run_id, const qe_variant_info *vi,
         return rc;
     rc = prep(s,
               "INSERT INTO variants(run_id,name,is_reference,recipe,recipe_sha256,artifact_sha256,"
-              "bpw,size_nbytes,n_params,type_hist) VALUES(?,?,?,?,?,?,?,?,?,?)"
+              "bpw,size_nbytes,n_params,type_hist,imatrix_dataset,imatrix_chunks,imatrix_sha256)"
+              " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
               " ON CONFLICT(run_id,name) DO UPDATE SET is_reference=excluded.is_reference,"
               " recipe=excluded.recipe, recipe_sha256=excluded.recipe_sha256,"
               " artifact_sha256=excluded.artifact_sha256, bpw=excluded.bpw,"
               " size_nbytes=excluded.size_nbytes, n_params=excluded.n_params,"
-              " type_hist=excluded.type_hist RETURNING id",
+              " type_hist=excluded.type_hist, imatrix_dataset=excluded.imatrix_dataset,"
+              " imatrix_chunks=excluded.imatrix_chunks, imatrix_sha256=excluded.imatrix_sha256"
+              " RETURNING id",
               &st, err);
     if (rc)
         goto fail;
@@ -494,6 +501,9 @@ int qe_store_variant_put(qe_store *s, int64_t run_id, const qe_variant_info *vi,
     sqlite3_bind_int64(st, 8, (sqlite3_int64)vi->size_nbytes);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)vi->n_params);
     bind_text(st, 10, vi->type_hist_json);
+    bind_text(st, 11, vi->imatrix_dataset);
+    sqlite3_bind_int(st, 12, vi->imatrix_chunks);
+    bind_text(st, 13, vi->imatrix_sha256);
     if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
         rc = db_error(s, err, rc, "inserting variant");
         goto fail;
@@ -1025,9 +1035,10 @@ int qe_store_merge(qe_store *out, const char *in_path, int64_t *n_rows_added, qe
         " recipes_sha256,item_limit,args,tool_version,git_rev,host,threads,shard,created_at,"
         " finished_at FROM src.runs WHERE true ON CONFLICT(run_key) DO NOTHING;"
         "INSERT INTO main.variants(run_id,name,is_reference,recipe,recipe_sha256,artifact_sha256,"
-        " bpw,size_nbytes,n_params,type_hist)"
+        " bpw,size_nbytes,n_params,type_hist,imatrix_dataset,imatrix_chunks,imatrix_sha256)"
         " SELECT mr.id, v.name, v.is_reference, v.recipe, v.recipe_sha256, v.artifact_sha256,"
-        " v.bpw, v.size_nbytes, v.n_params, v.type_hist FROM src.variants v"
+        " v.bpw, v.size_nbytes, v.n_params, v.type_hist, v.imatrix_dataset, v.imatrix_chunks,"
+        " v.imatrix_sha256 FROM src.variants v"
         " JOIN src.runs sr ON sr.id = v.run_id JOIN main.runs mr ON mr.run_key = sr.run_key"
         " WHERE true ON CONFLICT(run_id,name) DO NOTHING;"
         "INSERT INTO main.tasks(name,version,family,language,data_sha256,protocol,metric)"

@@ -14,7 +14,10 @@
  *             label), so that re-running the same command finds it again.
  *             Carries the provenance: model sha256, tool version, git
  *             revision, imatrix/calibration sha256, threads, host.
- *   variants  (run, name) -> bits per weight, bytes, recipe, type histogram.
+ *   variants  (run, name) -> bits per weight, bytes, recipe, type histogram,
+ *             and the importance matrix it was quantized with (schema 2:
+ *             imatrix_dataset, imatrix_chunks, imatrix_sha256; '' / 0 when
+ *             none was used).
  *   tasks     (name, version, data sha256, protocol) -> family, language,
  *             primary metric.  Shared by all runs.
  *   samples   per-item outcome: (variant, task, item, metric) -> value.
@@ -55,7 +58,7 @@
 
 #include "../util/common.h"
 
-#define QE_STORE_SCHEMA_VERSION 1
+#define QE_STORE_SCHEMA_VERSION 2
 
 /* Per-item sample metrics that are not task metrics (see samples above). */
 #define QE_METRIC_LL_MARGIN "ll_margin"
@@ -120,6 +123,10 @@ typedef struct qe_variant_info {
     uint64_t size_nbytes;        /* tensor bytes of the variant */
     uint64_t n_params;
     const char *type_hist_json;  /* {"q4_K": 20, "q6_K": 2, ...} or NULL */
+    /* the importance matrix used to quantize it (NULL/0: none) */
+    const char *imatrix_dataset; /* calibration text (file name) or imatrix file */
+    int imatrix_chunks;          /* chunks the imatrix was collected over */
+    const char *imatrix_sha256;  /* sha256 of the imatrix (its .dat bytes) */
 } qe_variant_info;
 
 /* Insert or update (run, name).  Returns its id. */
