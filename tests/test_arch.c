@@ -565,6 +565,76 @@ TEST(features_from_metadata)
     CHECK(qe_arch_find("olmo2") == NULL);
 }
 
+
+/* LongRoPE: at n_ctx 2048 > original_context_length 1024 the long factors
+ * are used: llama.cpp's running PPL after 2 chunks of 2048 (its log). */
+TEST(phi3_long_rope_factors_ctx2048)
+{
+    if (bases_ok != 1) {
+        printf("  skipped: needs the regenerated F32 bases (%s)\n", bases_why);
+        return;
+    }
+    char *log = slurp(test_asset("testdata/llamacpp-arch/logs/ppl-c2048-rand-phi3-F32.log"), NULL);
+    REQUIRE(log, "ppl-c2048-rand-phi3-F32.log");
+    const char *p2 = strstr(log, "[2]");
+    double want = p2 ? strtod(p2 + 3, NULL) : NAN;
+    free(log);
+    REQUIRE(isfinite(want), "no [2] value in the log");
+    qe_err err = {0};
+    qe_model *m = load(base_path("rand-phi3"), &err);
+    REQUIRE(m, "%s", err.msg);
+    qe_ppl_opts o = {.n_ctx = 2048, .bos = qe_tokenizer_bos(m->tok), .n_threads = 1,
+                     .n_chunks = 2};
+    qe_ppl_result r;
+    int rc = qe_ppl_run(m, ref_tokens, n_ref_tokens, &o, &r, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    if (rc == 0) {
+        CHECKF(test_close(r.ppl, want, 1e-4), "PPL %.4f vs llama.cpp %.4f", r.ppl, want);
+        printf("  PPL exact    rand-phi3-F32 ctx 2048    2 chunks: %10.4f  llama.cpp %10.4f\n",
+               r.ppl, want);
+        qe_ppl_result_free(&r);
+    }
+    qe_model_free(m);
+}
+
+/* `qeval info --json` reports the features (run through $QEVAL_BIN). */
+TEST(info_shows_features)
+{
+    const char *bin = getenv("QEVAL_BIN");
+    if (!bin || access(bin, X_OK) != 0) {
+        printf("  skipped: QEVAL_BIN not set (make test sets it)\n");
+        return;
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' info --json '%s' 2>/dev/null", bin,
+             test_asset("testdata/llamacpp-arch/rand-qwen2moe-Q2_K.gguf"));
+    FILE *f = popen(cmd, "r");
+    REQUIRE(f, "popen");
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    int st = pclose(f);
+    CHECKF(st == 0, "exit status %d", st);
+    cJSON *j = cJSON_Parse(buf);
+    REQUIRE(j, "info --json output is not JSON");
+    const cJSON *ft = cJSON_GetObjectItem(j, "features");
+    CHECK(ft && cJSON_GetObjectItem(ft, "n_expert")->valueint == 4 &&
+          cJSON_GetObjectItem(ft, "n_expert_used")->valueint == 2 &&
+          cJSON_GetObjectItem(ft, "n_ff_shexp")->valueint == 512 &&
+          cJSON_IsFalse(cJSON_GetObjectItem(ft, "moe_norm_topk")));
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd, "'%s' info '%s' 2>/dev/null", bin,
+             test_asset("testdata/llamacpp-arch/rand-gemma2-Q2_K.gguf"));
+    f = popen(cmd, "r");
+    REQUIRE(f, "popen");
+    n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    pclose(f);
+    CHECKF(strstr(buf, "sliding window 64 on 2 of 4 layers") &&
+               strstr(buf, "soft-caps attn 50 final 30") && strstr(buf, "ffn gelu"),
+           "gemma2 info:\n%s", buf);
+}
+
 /* ------------------------------------------------------------ hostile -- */
 
 typedef struct hostile_case {
@@ -704,6 +774,8 @@ int main(void)
     RUN(golden_kld_lockstep);
     RUN(experts_deterministic_any_split);
     RUN(quantize_matches_llama_quantize_b4747);
+    RUN(phi3_long_rope_factors_ctx2048);
+    RUN(info_shows_features);
     cJSON_Delete(golden);
     free(ref_tokens);
     return test_finish();
