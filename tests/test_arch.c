@@ -635,6 +635,291 @@ TEST(info_shows_features)
            "gemma2 info:\n%s", buf);
 }
 
+
+/* ------------------------------------------------------- safetensors -- */
+
+/* GGUF tensor name -> HF name for `hf_type` (the converter's mapping, written
+ * out independently of harness/model/hf_names.c); *expert_stack set for a 3-D
+ * expert tensor whose HF name has "%d" for the expert. */
+static bool to_hf_name(const char *hf_type, const char *g, char *out, size_t cap, bool *stack)
+{
+    const bool gemma = strncmp(hf_type, "gemma", 5) == 0, mixtral = !strcmp(hf_type, "mixtral");
+    *stack = false;
+    if (!strcmp(g, "token_embd.weight"))
+        return snprintf(out, cap, "model.embed_tokens.weight") > 0;
+    if (!strcmp(g, "output_norm.weight"))
+        return snprintf(out, cap, "model.norm.weight") > 0;
+    if (!strcmp(g, "output.weight"))
+        return snprintf(out, cap, "lm_head.weight") > 0;
+    int l, k;
+    char rest[96];
+    if (sscanf(g, "blk.%d.%95s%n", &l, rest, &k) != 2)
+        return false;
+    static const struct {
+        const char *g, *hf, *hf_gemma, *hf_mixtral;
+    } map[] = {
+        {"attn_norm.weight", "input_layernorm.weight", NULL, NULL},
+        {"attn_q.weight", "self_attn.q_proj.weight", NULL, NULL},
+        {"attn_k.weight", "self_attn.k_proj.weight", NULL, NULL},
+        {"attn_v.weight", "self_attn.v_proj.weight", NULL, NULL},
+        {"attn_output.weight", "self_attn.o_proj.weight", NULL, NULL},
+        {"attn_q_norm.weight", "self_attn.q_norm.weight", NULL, NULL},
+        {"attn_k_norm.weight", "self_attn.k_norm.weight", NULL, NULL},
+        {"attn_qkv.weight", "self_attn.qkv_proj.weight", NULL, NULL},
+        {"ffn_norm.weight", "post_attention_layernorm.weight", "pre_feedforward_layernorm.weight",
+         NULL},
+        {"post_attention_norm.weight", "", "post_attention_layernorm.weight", NULL},
+        {"post_ffw_norm.weight", "", "post_feedforward_layernorm.weight", NULL},
+        {"ffn_gate.weight", "mlp.gate_proj.weight", NULL, NULL},
+        {"ffn_up.weight", "mlp.up_proj.weight", NULL, NULL},
+        {"ffn_down.weight", "mlp.down_proj.weight", NULL, NULL},
+        {"ffn_gate_inp.weight", "mlp.gate.weight", NULL, "block_sparse_moe.gate.weight"},
+        {"ffn_gate_exps.weight", "mlp.experts.%d.gate_proj.weight", NULL,
+         "block_sparse_moe.experts.%d.w1.weight"},
+        {"ffn_up_exps.weight", "mlp.experts.%d.up_proj.weight", NULL,
+         "block_sparse_moe.experts.%d.w3.weight"},
+        {"ffn_down_exps.weight", "mlp.experts.%d.down_proj.weight", NULL,
+         "block_sparse_moe.experts.%d.w2.weight"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (strcmp(rest, map[i].g) != 0)
+            continue;
+        const char *h = gemma && map[i].hf_gemma ? map[i].hf_gemma
+                        : mixtral && map[i].hf_mixtral ? map[i].hf_mixtral
+                                                       : map[i].hf;
+        if (!strcmp(hf_type, "phi3") && !strcmp(rest, "ffn_up.weight"))
+            h = "mlp.gate_up_proj.weight";
+        *stack = strstr(h, "%d") != NULL;
+        return h[0] && snprintf(out, cap, "model.layers.%d.%s", l, h) > 0;
+    }
+    return false;
+}
+
+typedef struct st_out {
+    char *hdr;
+    size_t hdr_len, hdr_cap;
+    uint8_t *data;
+    size_t n, cap;
+} st_out;
+
+static void st_add(st_out *o, const char *name, const int64_t *shape, int nd, const void *d,
+                   size_t nbytes)
+{
+    char ent[512];
+    int k = snprintf(ent, sizeof ent, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", o->hdr_len > 1 ? "," : "",
+                     name);
+    for (int i = 0; i < nd; i++)
+        k += snprintf(ent + k, sizeof ent - (size_t)k, "%s%lld", i ? "," : "", (long long)shape[i]);
+    k += snprintf(ent + k, sizeof ent - (size_t)k, "],\"data_offsets\":[%zu,%zu]}", o->n,
+                  o->n + nbytes);
+    while (o->hdr_len + (size_t)k + 2 > o->hdr_cap)
+        o->hdr = realloc(o->hdr, o->hdr_cap = o->hdr_cap * 2 + 4096);
+    memcpy(o->hdr + o->hdr_len, ent, (size_t)k + 1);
+    o->hdr_len += (size_t)k;
+    while (o->n + nbytes > o->cap)
+        o->data = realloc(o->data, o->cap = o->cap * 2 + nbytes + 4096);
+    memcpy(o->data + o->n, d, nbytes);
+    o->n += nbytes;
+}
+
+/* Write F32 GGUF model m as an HF checkpoint in dir (model.safetensors +
+ * config.json), undoing what the converter does: llama q/k row
+ * permutation, gemma norms stored as 1 + w, per-expert tensors, LongRoPE
+ * factor lists in config.json. */
+static int write_hf_checkpoint(const qe_model *m, const char *hf_type, const char *dir)
+{
+    const qe_config *c = &m->cfg;
+    st_out o = {0};
+    o.hdr = malloc(o.hdr_cap = 4096);
+    o.hdr[0] = '{';
+    o.hdr[1] = 0;
+    o.hdr_len = 1;
+    const bool gemma = strncmp(hf_type, "gemma", 5) == 0, mixtral = !strcmp(hf_type, "mixtral");
+    for (int i = 0; i < m->n_tensors; i++) {
+        const qe_tensor *t = &m->tensors[i];
+        if (t->type != QE_TYPE_F32)
+            return -1;
+        if (strstr(t->name, "rope_factors_"))
+            continue; /* config.json lists */
+        char hf[256];
+        bool stack;
+        if (!to_hf_name(hf_type, t->name, hf, sizeof hf, &stack)) {
+            printf("  no HF name for %s\n", t->name);
+            return -1;
+        }
+        const size_t n = (size_t)(t->nbytes / 4);
+        float *v = malloc(t->nbytes);
+        memcpy(v, t->data, t->nbytes);
+        if (gemma && t->n_dims == 1 && strstr(t->name, "norm.weight"))
+            for (size_t j = 0; j < n; j++)
+                v[j] -= 1.0f; /* exact for weights in [0.5, 2] */
+        const bool is_q = strstr(t->name, ".attn_q.weight") != NULL,
+                   is_k = strstr(t->name, ".attn_k.weight") != NULL;
+        if (mixtral && (is_q || is_k)) { /* HF row h*hd + j*half + i <- GGUF row h*hd + 2i + j */
+            const int64_t rows = t->ne[1], cols = t->ne[0];
+            const int64_t groups = is_q ? c->n_head : c->n_head_kv, hd = rows / groups, half = hd / 2;
+            float *u = malloc(t->nbytes);
+            for (int64_t h = 0; h < groups; h++)
+                for (int64_t a = 0; a < half; a++)
+                    for (int64_t j = 0; j < 2; j++)
+                        memcpy(u + (size_t)(h * hd + j * half + a) * cols,
+                               v + (size_t)(h * hd + 2 * a + j) * cols, (size_t)cols * 4);
+            free(v);
+            v = u;
+        }
+        if (stack) {
+            const int64_t shape[2] = {t->ne[1], t->ne[0]};
+            const size_t slice = (size_t)(t->ne[0] * t->ne[1]);
+            for (int64_t e = 0; e < t->ne[2]; e++) {
+                char en[256];
+                const char *pd = strstr(hf, "%d");
+                snprintf(en, sizeof en, "%.*s%d%s", (int)(pd - hf), hf, (int)e, pd + 2);
+                st_add(&o, en, shape, 2, v + (size_t)e * slice, slice * 4);
+            }
+        } else {
+            int64_t shape[4];
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                shape[d] = t->ne[t->n_dims - 1 - d];
+            st_add(&o, hf, shape, (int)t->n_dims, v, t->nbytes);
+        }
+        free(v);
+    }
+    strcat(o.hdr, "}");
+    o.hdr_len++;
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    if (!f)
+        return -1;
+    uint64_t hl = o.hdr_len;
+    fwrite(&hl, 8, 1, f);
+    fwrite(o.hdr, 1, o.hdr_len, f);
+    fwrite(o.data, 1, o.n, f);
+    fclose(f);
+    free(o.hdr);
+    free(o.data);
+
+    /* config.json */
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    f = fopen(p, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "{\"model_type\": \"%s\", \"hidden_size\": %d, \"intermediate_size\": %d, "
+            "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+            "\"head_dim\": %d, \"vocab_size\": %d, \"max_position_embeddings\": %d, "
+            "\"rms_norm_eps\": %.9g, \"rope_theta\": %.9g, \"tie_word_embeddings\": %s",
+            hf_type, c->n_embd, c->n_ff, c->n_layer, c->n_head, c->n_head_kv, c->head_dim,
+            c->n_vocab, c->n_ctx_train, (double)c->rms_eps, (double)c->rope_freq_base,
+            c->tied_output ? "true" : "false");
+    if (c->n_expert)
+        fprintf(f, ", \"%s\": %d, \"num_experts_per_tok\": %d, \"moe_intermediate_size\": %d",
+                mixtral ? "num_local_experts" : "num_experts", c->n_expert, c->n_expert_used,
+                c->n_ff_exp);
+    if (c->n_swa)
+        fprintf(f, ", \"sliding_window\": %d", c->n_swa);
+    if (c->attn_softcap > 0)
+        fprintf(f, ", \"attn_logit_softcapping\": %.9g, \"final_logit_softcapping\": %.9g",
+                (double)c->attn_softcap, (double)c->final_softcap);
+    if (!strcmp(hf_type, "gemma3_text"))
+        fprintf(f, ", \"rope_local_base_freq\": %.9g, \"sliding_window_pattern\": 6",
+                (double)c->rope_freq_base_swa);
+    if (c->has_rope_factors) {
+        fprintf(f, ", \"original_max_position_embeddings\": %d, \"rope_scaling\": {\"type\": "
+                "\"longrope\"", c->rope_llama3_orig_ctx);
+        static const char *const rk[2] = {"long_factor", "short_factor"};
+        static const char *const rn[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
+        for (int k = 0; k < 2; k++) {
+            const qe_tensor *t = qe_model_tensor(m, rn[k]);
+            fprintf(f, ", \"%s\": [", rk[k]);
+            for (int64_t j = 0; j < t->ne[0]; j++)
+                fprintf(f, "%s%.9g", j ? ", " : "", (double)((const float *)t->data)[j]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "}\n");
+    fclose(f);
+    return 0;
+}
+
+/* The same weights as an HF checkpoint (safetensors + config.json) and as
+ * GGUF load to the same tensors, features and logits. */
+TEST(safetensors_matches_gguf)
+{
+    if (bases_ok != 1) {
+        printf("  skipped: needs the regenerated F32 bases (%s)\n", bases_why);
+        return;
+    }
+    static const struct {
+        const char *base, *hf_type;
+    } cases[] = {{"rand-qwen3", "qwen3"},   {"rand-qwen3moe", "qwen3_moe"},
+                 {"rand-gemma2", "gemma2"}, {"rand-gemma3", "gemma3_text"},
+                 {"rand-phi3", "phi3"},     {"rand-mixtral", "mixtral"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        qe_err err = {0};
+        qe_model *g = load(base_path(cases[i].base), &err);
+        CHECKF(g, "%s: %s", cases[i].base, err.msg);
+        if (!g)
+            continue;
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s/hf-%s", GEN_DIR, cases[i].base);
+        mkdir(dir, 0755);
+        CHECKF(write_hf_checkpoint(g, cases[i].hf_type, dir) == 0, "%s: write", cases[i].base);
+        qe_load_opts lo = {.no_tokenizer = true};
+        qe_model *h = qe_model_load(dir, &lo, &err);
+        CHECKF(h, "%s (safetensors): %s", cases[i].base, err.msg);
+        if (h) {
+            int n_bad = 0;
+            for (int t = 0; t < g->n_tensors; t++) {
+                const qe_tensor *a = &g->tensors[t], *b = qe_model_tensor(h, a->name);
+                const bool same = b && a->type == b->type && a->nbytes == b->nbytes &&
+                                  memcmp(a->ne, b->ne, sizeof a->ne) == 0 &&
+                                  memcmp(a->data, b->data, a->nbytes) == 0;
+                if (!same && n_bad++ < 3)
+                    printf("  %s: tensor %s differs\n", cases[i].base, a->name);
+            }
+            CHECKF(n_bad == 0 && h->n_tensors == g->n_tensors, "%s: %d tensors differ (%d vs %d)",
+                   cases[i].base, n_bad, h->n_tensors, g->n_tensors);
+            const qe_config *x = &g->cfg, *y = &h->cfg;
+            CHECKF(!strcmp(x->arch, y->arch) && x->n_expert == y->n_expert &&
+                       x->n_expert_used == y->n_expert_used && x->n_swa == y->n_swa &&
+                       x->swa_pattern == y->swa_pattern && x->attn_softcap == y->attn_softcap &&
+                       x->final_softcap == y->final_softcap && x->qk_norm == y->qk_norm &&
+                       x->post_norms == y->post_norms && x->fused_qkv == y->fused_qkv &&
+                       x->fused_gate_up == y->fused_gate_up && x->embd_scale == y->embd_scale &&
+                       x->attn_scale == y->attn_scale && x->rope_attn_factor == y->rope_attn_factor &&
+                       x->rope_freq_base_swa == y->rope_freq_base_swa &&
+                       x->has_rope_factors == y->has_rope_factors && x->n_rot == y->n_rot &&
+                       x->rope_kind == y->rope_kind,
+                   "%s: config features differ (arch %s/%s)", cases[i].base, x->arch, y->arch);
+            /* and the forward pass agrees bit for bit */
+            const int n = 24, V = x->n_vocab;
+            float *la = malloc((size_t)n * V * 4), *lb = malloc((size_t)n * V * 4);
+            qe_infer_opts io = {.n_ctx = 32, .n_threads = 1};
+            qe_infer *ia = qe_infer_new(g, &io, &err), *ib = qe_infer_new(h, &io, &err);
+            CHECKF(ia && ib, "%s: infer: %s", cases[i].base, err.msg);
+            if (ia && ib) {
+                CHECK(qe_infer_eval(ia, ref_tokens, n, 0, la, &err) == 0);
+                CHECK(qe_infer_eval(ib, ref_tokens, n, 0, lb, &err) == 0);
+                CHECKF(memcmp(la, lb, (size_t)n * V * 4) == 0, "%s: logits differ",
+                       cases[i].base);
+            }
+            qe_infer_free(ia);
+            qe_infer_free(ib);
+            free(la);
+            free(lb);
+            qe_model_free(h);
+        }
+        qe_model_free(g);
+        char p[512];
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        unlink(p);
+        rmdir(dir);
+    }
+}
+
 /* ------------------------------------------------------------ hostile -- */
 
 typedef struct hostile_case {
@@ -776,6 +1061,7 @@ int main(void)
     RUN(quantize_matches_llama_quantize_b4747);
     RUN(phi3_long_rope_factors_ctx2048);
     RUN(info_shows_features);
+    RUN(safetensors_matches_gguf);
     cJSON_Delete(golden);
     free(ref_tokens);
     return test_finish();

@@ -185,15 +185,20 @@ int qe_arch_apply(qe_model *m, const qe_gguf *g, qe_err *err)
         c->post_norms = (d->flags & QE_ARCH_POST_NORMS) != 0;
         c->q_prescale = (d->flags & QE_ARCH_Q_PRESCALE) != 0;
         c->moe_norm_topk = (d->flags & QE_ARCH_MOE_NORM) != 0;
-        c->swa_pattern = d->swa_pattern;
+        if (c->swa_pattern <= 0 || !d->swa_pattern)
+            c->swa_pattern = d->swa_pattern;
         c->embd_scale = (d->flags & QE_ARCH_EMBD_SCALE) ? sqrtf((float)c->n_embd) : 1.0f;
         if (c->n_ff_exp == 0)
             c->n_ff_exp = c->n_ff;
         if (!(c->rope_attn_factor > 0.0f))
             c->rope_attn_factor = 1.0f;
+        if (d->swa_pattern && c->n_swa <= 0 && d->swa_default > 0)
+            c->n_swa = d->swa_default;
         if (d->swa_pattern && d->swa_default != 0 && c->n_swa <= 0)
             return qe_err_set(err, QE_EFORMAT, "%s: sliding_window %d: expected a positive "
                               "window (%s has local attention layers)", path, c->n_swa, a);
+        if (d->flags & QE_ARCH_SWA_BASE)
+            c->rope_freq_scale_swa = 1.0f;
     }
     if (!(d->flags & QE_ARCH_SWA_BASE)) {
         c->rope_freq_base_swa = c->rope_freq_base;
