@@ -19,8 +19,9 @@
  *    cache as llama.cpp; 0.1 %);
  *  - lockstep KLD of Q4_K_M/Q2_K against the F32 base: running mean KLD
  *    after KLD_CHUNKS chunks within 5 % of llama.cpp's log (exact numerics);
- *  - llama-quantize b4747 byte for byte: Q4_K_M and Q2_K of gemma2, phi3,
- *    Mixtral-style llama and qwen2moe from the regenerated F32 bases;
+ *  - llama-quantize byte for byte: Q4_K_M and Q2_K of gemma2, phi3,
+ *    Mixtral-style llama and qwen2moe (b4747's files) and of qwen3, qwen3moe,
+ *    gemma3 (the newer build's) from the regenerated F32 bases;
  *  - experts: logits bit-identical for 1 and 2 threads and for any batch
  *    split (tokens grouped by expert inside a batch);
  *  - hostile metadata: inconsistent expert count, window, head_dim,
@@ -409,15 +410,19 @@ static bool files_equal(const char *a, const char *b)
 }
 
 /* b4747 knows gemma2, phi3, Mixtral-style llama and qwen2moe: its shipped
- * Q4_K_M / Q2_K files come back byte for byte from the regenerated F32. */
+ * Q4_K_M / Q2_K files come back byte for byte from the regenerated F32.
+ * qwen3, qwen3moe and gemma3 were quantized by the newer build (3f545bec);
+ * b4747's rules give the same bytes for them too (so llama.cpp loads ours,
+ * and its KLD is llama.cpp's own). */
 TEST(quantize_matches_llama_quantize_b4747)
 {
     if (bases_ok != 1) {
         printf("  skipped: needs the regenerated F32 bases (%s)\n", bases_why);
         return;
     }
-    static const char *const models[] = {"rand-gemma2", "rand-phi3", "rand-mixtral",
-                                         "rand-qwen2moe"};
+    static const char *const models[] = {"rand-gemma2", "rand-phi3",  "rand-mixtral",
+                                         "rand-qwen2moe", "rand-qwen3", "rand-qwen3moe",
+                                         "rand-gemma3"};
     static const char *const mixes[] = {"Q4_K_M", "Q2_K"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         qe_err err = {0};
