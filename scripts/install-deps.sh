@@ -8,7 +8,8 @@ need_sudo() { if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then e
 SUDO=$(need_sudo)
 
 if command -v apt-get >/dev/null 2>&1; then
-    PKGS="build-essential pkg-config libsqlite3-dev libcjson-dev libpcre2-dev python3 ca-certificates curl"
+    # python3-numpy: tests regenerate the llama.cpp architecture golden models (gen_arch_models.py)
+    PKGS="build-essential pkg-config libsqlite3-dev libcjson-dev libpcre2-dev python3 python3-numpy ca-certificates curl"
     missing=""
     for p in $PKGS; do
         dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -21,7 +22,7 @@ if command -v apt-get >/dev/null 2>&1; then
         echo "install-deps: all apt packages present"
     fi
 elif command -v dnf >/dev/null 2>&1; then
-    PKGS="gcc make pkgconf-pkg-config sqlite-devel cjson-devel pcre2-devel python3 libgomp curl"
+    PKGS="gcc make pkgconf-pkg-config sqlite-devel cjson-devel pcre2-devel python3 python3-numpy libgomp curl"
     missing=""
     for p in $PKGS; do
         rpm -q "$p" >/dev/null 2>&1 || missing="$missing $p"

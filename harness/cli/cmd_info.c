@@ -12,6 +12,7 @@
 #include "../../quant/quant.h"
 #include "../../quant/recipe.h"
 #include "../model/gguf.h"
+#include "../model/arch.h"
 #include "../model/model.h"
 #include "../model/tokenizer.h"
 #include "cli.h"
@@ -92,6 +93,48 @@ static void shape_str(const qe_tensor *t, char *buf, size_t cap)
         n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, d ? ", " : "", t->ne[d]);
 }
 
+/* The architecture features the forward pass uses (harness/model/arch.h). */
+static void print_features(const qe_config *c)
+{
+    if (!qe_arch_find(c->arch)) {
+        printf("features:       unknown architecture (supported: %s)\n", qe_arch_list());
+        return;
+    }
+    printf("features:       ffn %s%s%s%s%s%s\n", c->ffn_act == QE_ACT_GELU ? "gelu" : "silu",
+           c->fused_qkv ? ", fused attn_qkv" : "", c->fused_gate_up ? ", fused gate|up" : "",
+           c->qk_norm ? ", q/k norms" : "", c->post_norms ? ", post-attn/ffn norms" : "",
+           c->embd_scale != 1.0f ? ", embeddings * sqrt(n_embd)" : "");
+    if (c->n_expert > 0)
+        printf("  experts %d (%d used, width %d, top-k weights %s)%s", c->n_expert,
+               c->n_expert_used, c->n_ff_exp, c->moe_norm_topk ? "renormalised" : "as softmax",
+               c->n_ff_shexp > 0 ? "" : "\n");
+    if (c->n_expert > 0 && c->n_ff_shexp > 0)
+        printf(", shared expert width %d (sigmoid gate)\n", c->n_ff_shexp);
+    if (c->n_swa > 0) {
+        int n_local = 0;
+        for (int l = 0; l < c->n_layer; l++)
+            n_local += qe_config_layer_swa(c, l);
+        printf("  sliding window %d on %d of %d layers (pattern %d)", c->n_swa, n_local,
+               c->n_layer, c->swa_pattern);
+        if (c->rope_freq_base_swa != c->rope_freq_base ||
+            c->rope_freq_scale_swa != c->rope_freq_scale)
+            printf(", local rope base %g scale %g", (double)c->rope_freq_base_swa,
+                   (double)c->rope_freq_scale_swa);
+        putchar('\n');
+    }
+    printf("  attention scale %.6g%s", (double)c->attn_scale,
+           c->q_prescale ? " (on q)" : "");
+    if (c->attn_softcap > 0.0f || c->final_softcap > 0.0f)
+        printf(", soft-caps attn %g final %g", (double)c->attn_softcap,
+               (double)c->final_softcap);
+    if (c->has_rope_factors)
+        printf(", LongRoPE factors (long above ctx %d)",
+               c->rope_llama3_orig_ctx > 0 ? c->rope_llama3_orig_ctx : c->n_ctx_train);
+    if (c->rope_attn_factor != 1.0f)
+        printf(", rope attn_factor %g", (double)c->rope_attn_factor);
+    putchar('\n');
+}
+
 static void print_text(const qe_model *m, int vrc, const qe_err *verr)
 {
     const qe_config *c = &m->cfg;
@@ -122,6 +165,7 @@ static void print_text(const qe_model *m, int vrc, const qe_err *verr)
                c->has_rope_freqs ? "yes" : "no");
     printf("  tied_output %s, qkv_bias %s\n", c->tied_output ? "yes" : "no",
            c->has_qkv_bias ? "yes" : "no");
+    print_features(c);
     if (m->tok)
         printf("tokenizer:      %s, pre '%s', %d tokens, bos %d, eos %d, add_bos %s, add_eos %s\n",
                qe_tokenizer_kind_name(m->tok), qe_tokenizer_pre(m->tok),
@@ -184,6 +228,21 @@ static void print_json(const qe_model *m, int vrc, const qe_err *verr)
            c->has_rope_freqs ? "true" : "false");
     printf("  \"tied_output\": %s, \"has_qkv_bias\": %s,\n", c->tied_output ? "true" : "false",
            c->has_qkv_bias ? "true" : "false");
+    printf("  \"features\": {\"ffn_act\": \"%s\", \"fused_qkv\": %s, \"fused_gate_up\": %s, "
+           "\"qk_norm\": %s, \"post_norms\": %s, \"embd_scale\": %.9g, \"attn_scale\": %.9g, "
+           "\"q_prescale\": %s,\n", c->ffn_act == QE_ACT_GELU ? "gelu" : "silu",
+           c->fused_qkv ? "true" : "false", c->fused_gate_up ? "true" : "false",
+           c->qk_norm ? "true" : "false", c->post_norms ? "true" : "false",
+           (double)c->embd_scale, (double)c->attn_scale, c->q_prescale ? "true" : "false");
+    printf("    \"attn_softcap\": %.9g, \"final_softcap\": %.9g, \"n_swa\": %d, "
+           "\"swa_pattern\": %d, \"rope_freq_base_swa\": %.9g, \"rope_attn_factor\": %.9g, "
+           "\"has_rope_factors\": %s,\n", (double)c->attn_softcap, (double)c->final_softcap,
+           c->n_swa, c->swa_pattern, (double)c->rope_freq_base_swa, (double)c->rope_attn_factor,
+           c->has_rope_factors ? "true" : "false");
+    printf("    \"n_expert\": %d, \"n_expert_used\": %d, \"n_ff_exp\": %d, "
+           "\"moe_norm_topk\": %s, \"n_ff_shexp\": %d},\n", c->n_expert, c->n_expert_used,
+           c->n_expert > 0 ? c->n_ff_exp : 0, c->moe_norm_topk ? "true" : "false",
+           c->n_ff_shexp);
     if (m->tok) {
         printf("  \"tokenizer\": {\"kind\": \"%s\", \"pre\": \"", qe_tokenizer_kind_name(m->tok));
         json_str(stdout, qe_tokenizer_pre(m->tok), strlen(qe_tokenizer_pre(m->tok)));

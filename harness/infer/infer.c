@@ -1,19 +1,31 @@
 /*
- * infer.c: the reference forward pass (llama family, qwen2): weights
- * binding and validation, KV cache, batched prefill, decode.
+ * infer.c: the reference forward pass: weights binding and validation, KV
+ * cache, batched prefill, decode.  One transformer-block implementation for
+ * every architecture; the optional steps are switched by qe_config's
+ * feature fields, which harness/model/arch.c derives from a per-architecture
+ * descriptor and the metadata (nothing here tests the architecture name).
  *
  * One call of forward() runs T tokens (1 = decode, up to n_batch =
  * prefill) through every layer:
  *
- *   x = embd[tok]                                         (T, n_embd)
+ *   x = embd[tok] (* sqrt(n_embd): embd_scale)                 (T, n_embd)
  *   per layer: xb = rmsnorm(x)*attn_norm
- *              q,k,v = xb.Wq^T (+bq), xb.Wk^T (+bk), xb.Wv^T (+bv)
- *              rope(q), rope(k); K^T, V -> cache at positions pos..pos+T-1
- *              att = softmax(q.K^T / sqrt(head_dim) + causal mask) . V  (GQA)
- *              x += att.Wo^T
+ *              q,k,v = xb.Wq^T (+bq), ... (row views of attn_qkv when fused)
+ *              [qk_norm] per-head rmsnorm(q)*q_norm, rmsnorm(k)*k_norm
+ *              rope(q), rope(k) (local layers: their own table); [q_prescale] q *= scale
+ *              K^T, V -> cache at positions pos..pos+T-1
+ *              s = q.K^T (* scale); [attn_softcap] s = c*tanh(s/c);
+ *              causal mask, [local layer] window mask; softmax; . V   (GQA)
+ *              o = att.Wo^T; [post_norms] o = rmsnorm(o)*post_attention_norm; x += o
  *              xb = rmsnorm(x)*ffn_norm
- *              x += (silu(xb.Wg^T) * xb.Wu^T).Wd^T
+ *              dense: f = (act(xb.Wg^T) * xb.Wu^T).Wd^T  (act: SiLU or GELU-tanh;
+ *                     gate/up: row views of ffn_up when fused)
+ *              experts: route (softmax, top-k, [renormalise]); per expert the
+ *                     tokens routed to it as one batch through its gated FFN;
+ *                     f = sum_k w_k y_k (+ sigmoid(xb.g_sh) * shared expert)
+ *              [post_norms] f = rmsnorm(f)*post_ffw_norm; x += f
  *   logits = rmsnorm(x)*output_norm . Wout^T  (only the rows asked for)
+ *            [final_softcap] c*tanh(l/c)
  *
  * Matrix products with weights go through mm_run(): the output rows are cut
  * into tiles, one pool work item each (q/k/v share one job, gate/up share
@@ -50,30 +62,51 @@
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../quant/dot_llamacpp.h"
 #include "../../quant/quant.h"
+#include "../model/arch.h"
 #include "../model/model.h"
 #include "pool.h"
 
 #define ATT_BLOCK 12          /* query tokens per attention work item */
 #define TILE_TARGET_NBYTES (256 * 1024) /* f32 weight tile kept in L2 */
 
-/* A weight matrix (n_out rows of n_in values) bound to its dequantizer. */
+/* A weight matrix (n_out rows of n_in values) bound to its dequantizer:
+ * a whole 2-D tensor, or a run of its rows (the q/k/v parts of a fused
+ * attn_qkv, gate/up of a fused ffn_up), or one expert of a 3-D stack. */
 typedef struct qe_wt {
     const qe_tensor *t;
     const qe_type_traits *tr;
+    const uint8_t *data; /* first row */
     int n_in, n_out;
     size_t row_nbytes;
     const float *bias; /* (n_out) or NULL; owned by qe_infer.vecs */
+    bool no_hook;      /* a later row view of a fused tensor: the hook saw its input */
 } qe_wt;
 
+/* Slots of the per-layer weight names (hook and error messages). */
+enum { WN_Q, WN_K, WN_V, WN_O, WN_GATE, WN_UP, WN_DOWN, WN_QKV, WN_ROUTER, WN_SH_GATE,
+       WN_SH_UP, WN_SH_DOWN, WN_GATE_EXPS, WN_UP_EXPS, WN_DOWN_EXPS, WN_PER_LAYER };
+
+/* One transformer block's weights.  Which optional parts are bound follows
+ * qe_config's feature fields (harness/model/arch.h), never the arch name. */
 typedef struct qe_layer_w {
-    qe_wt q, k, v, o, gate, up, down;
-    const float *attn_norm, *ffn_norm; /* (n_embd) */
+    qe_wt q, k, v, o;     /* q/k/v: row views of attn_qkv when fused */
+    qe_wt gate, up, down; /* dense FFN; gate/up: row views of ffn_up when fused */
+    const float *attn_norm, *ffn_norm;          /* (n_embd) */
+    const float *q_norm, *k_norm;               /* (head_dim) or NULL */
+    const float *post_attn_norm, *post_ffn_norm; /* (n_embd) or NULL */
+    qe_wt router;      /* ffn_gate_inp: n_expert rows of n_embd */
+    qe_wt *exps;       /* (n_expert, 3): gate, up, down of expert e at 3e..3e+2 */
+    qe_wt sh_gate, sh_up, sh_down; /* shared expert */
+    const float *sh_gate_inp; /* (n_embd): sigmoid gate of the shared expert */
+    bool swa;          /* local layer: sliding-window mask */
+    int rope;          /* RoPE table: 0 global, 1 local */
 } qe_layer_w;
 
 typedef struct qe_thread_scratch {
@@ -99,12 +132,24 @@ struct qe_infer {
     qe_wt tok_embd, output;
     const float *output_norm;
     qe_layer_w *layers; /* (n_layer) */
-    char (*names)[96];  /* (n_layer*7 + 1) weight names for the hook */
+    char (*names)[96];  /* (n_layer*WN_PER_LAYER + 1) weight names for the hook */
+    qe_wt *exp_wts;     /* (n_layer, n_expert, 3) expert views, owned */
+    const qe_wt **all_w; /* every bound weight (llamacpp numerics setup) */
+    int n_all_w, cap_all_w;
 
     float **vecs; /* owned f32 copies of norms and biases */
     int n_vecs;
 
-    float *rope_cos, *rope_sin; /* (n_ctx, n_rot/2) */
+    float *rope_cos[2], *rope_sin[2]; /* (n_ctx, n_rot/2): global, local layers (may alias) */
+
+    /* mixture of experts, for up to n_batch tokens */
+    float *rlog;     /* (n_batch, n_expert) router logits, then probabilities */
+    int *sel;        /* (n_batch, n_expert_used) chosen experts, best first */
+    float *selw;     /* (n_batch, n_expert_used) their weights */
+    int *ex_tok;     /* (n_batch * n_expert_used) token*k+slot, grouped by expert */
+    int *ex_start;   /* (n_expert + 1) group offsets into ex_tok */
+    float *xe, *ye;  /* (n_batch, n_embd) one expert's gathered inputs / outputs */
+    float *yslot;    /* (n_batch * n_expert_used, n_embd) expert outputs per (token, slot) */
 
     float *k_cache; /* (n_layer, n_head_kv, head_dim, n_ctx): K transposed */
     float *v_cache; /* (n_layer, n_ctx, n_head_kv*head_dim) */
@@ -114,7 +159,7 @@ struct qe_infer {
     float *x, *xb, *xb2; /* (n_batch, n_embd) */
     float *q, *att;      /* (n_batch, q_dim) */
     float *k, *v;        /* (n_batch, kv_dim) */
-    float *hb, *hb2;     /* (n_batch, n_ff) */
+    float *hb, *hb2;     /* (n_batch, max(n_ff, n_ff_exp, n_ff_shexp)) */
 
     size_t tile_cap; /* floats per tile buffer */
     qe_thread_scratch *scratch; /* (max_threads) */
@@ -141,12 +186,21 @@ static const qe_tensor *find_tensor(const qe_model *m, const char *name)
 
 const char *qe_infer_supported_archs(void)
 {
-    return "llama, qwen2";
+    return qe_arch_list();
 }
 
-static bool arch_supported(const char *arch)
+static int note_wt(qe_infer *inf, const qe_wt *w, qe_err *err)
 {
-    return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0;
+    if (inf->n_all_w == inf->cap_all_w) {
+        int nc = inf->cap_all_w ? 2 * inf->cap_all_w : 64;
+        const qe_wt **p = realloc(inf->all_w, (size_t)nc * sizeof *p);
+        if (!p)
+            return qe_err_set(err, QE_ENOMEM, "out of memory");
+        inf->all_w = p;
+        inf->cap_all_w = nc;
+    }
+    inf->all_w[inf->n_all_w++] = w;
+    return 0;
 }
 
 static int dequant_ok(const qe_tensor *t, qe_err *err)
@@ -161,34 +215,53 @@ static int dequant_ok(const qe_tensor *t, qe_err *err)
     return 0;
 }
 
-/* Bind a weight matrix: ne = {n_in, n_out}. */
-static int bind_wt(qe_infer *inf, qe_wt *w, const char *name, int n_in, int n_out, qe_err *err)
+/* Bind a weight matrix: ne = {n_in, n_out} (n_mat = 1) or a stack of n_mat
+ * such matrices, ne = {n_in, n_out, n_mat} (experts; w is then the first). */
+static int bind_wt_n(qe_infer *inf, qe_wt *w, const char *name, int n_in, int n_out, int n_mat,
+                     qe_err *err)
 {
     const qe_tensor *t = find_tensor(inf->m, name);
     if (!t)
         return qe_err_set(err, QE_ENOTFOUND, "%s: missing tensor '%s'", inf->m->path, name);
-    if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != 1 || t->ne[3] != 1)
+    if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != n_mat || t->ne[3] != 1)
         return qe_err_set(err, QE_ESHAPE,
-                          "%s: tensor '%s': shape ne=[%lld,%lld,%lld,%lld], expected [%d,%d]",
+                          "%s: tensor '%s': shape ne=[%lld,%lld,%lld,%lld], expected [%d,%d,%d]",
                           inf->m->path, name, (long long)t->ne[0], (long long)t->ne[1],
-                          (long long)t->ne[2], (long long)t->ne[3], n_in, n_out);
+                          (long long)t->ne[2], (long long)t->ne[3], n_in, n_out, n_mat);
     int rc = dequant_ok(t, err);
     if (rc)
         return rc;
     w->t = t;
     w->tr = qe_type_get(t->type);
+    w->data = t->data;
     w->n_in = n_in;
     w->n_out = n_out;
     w->row_nbytes = qe_type_row_nbytes(t->type, n_in);
+    w->no_hook = false;
     if (w->row_nbytes == 0)
         return qe_err_set(err, QE_ESHAPE, "%s: tensor '%s': row of %d values is not a multiple "
                           "of the %s block size", inf->m->path, name, n_in, w->tr->name);
-    if (!t->data || t->nbytes < (uint64_t)w->row_nbytes * (uint64_t)n_out)
+    const uint64_t need = (uint64_t)w->row_nbytes * (uint64_t)n_out * (uint64_t)n_mat;
+    if (!t->data || t->nbytes < need)
         return qe_err_set(err, QE_EBOUNDS, "%s: tensor '%s': %llu data bytes, expected %llu",
                           inf->m->path, name, (unsigned long long)t->nbytes,
-                          (unsigned long long)w->row_nbytes * (unsigned long long)n_out);
+                          (unsigned long long)need);
     w->bias = NULL;
-    return 0;
+    return note_wt(inf, w, err);
+}
+
+static int bind_wt(qe_infer *inf, qe_wt *w, const char *name, int n_in, int n_out, qe_err *err)
+{
+    return bind_wt_n(inf, w, name, n_in, n_out, 1, err);
+}
+
+/* dst = rows r0 .. r0+n_out-1 of src (or of matrix r0/n_out of a stack). */
+static void view_rows(qe_wt *dst, const qe_wt *src, int64_t r0, int n_out)
+{
+    *dst = *src;
+    dst->data = src->data + (size_t)r0 * src->row_nbytes;
+    dst->n_out = n_out;
+    dst->no_hook = r0 > 0;
 }
 
 /* Dequantize a 1-D tensor of n values into an owned f32 vector. */
@@ -223,11 +296,39 @@ static int bind_vec(qe_infer *inf, const float **out, const char *name, int n, b
 
 /* ---------------------------------------------------------------- rope -- */
 
+/* cos/sin of one table: see rope_init. */
+static int rope_table(qe_infer *inf, int which, float base, float freq_scale, const float *ff,
+                      qe_err *err)
+{
+    const qe_config *c = &inf->cfg;
+    const int n_pair = c->n_rot / 2;
+    float *cs = xcalloc(inf, (size_t)inf->n_ctx * n_pair, sizeof(float));
+    float *sn = xcalloc(inf, (size_t)inf->n_ctx * n_pair, sizeof(float));
+    inf->rope_cos[which] = cs;
+    inf->rope_sin[which] = sn;
+    if (!cs || !sn)
+        return qe_err_set(err, QE_ENOMEM, "out of memory (rope tables)");
+    const float theta_scale = powf(base, -2.0f / (float)c->n_rot);
+    const float mscale = c->rope_attn_factor;
+    for (int p = 0; p < inf->n_ctx; p++) {
+        float theta = (float)p;
+        for (int i = 0; i < n_pair; i++) {
+            float th = (ff ? theta / ff[i] : theta) * freq_scale;
+            cs[(size_t)p * n_pair + i] = cosf(th) * mscale;
+            sn[(size_t)p * n_pair + i] = sinf(th) * mscale;
+            theta *= theta_scale;
+        }
+    }
+    return 0;
+}
+
 /*
  * cos/sin tables per position, as ggml_rope_cache_init computes them:
  * theta starts at the position and is multiplied by theta_scale =
  * base^(-2/n_rot) once per pair (float), divided by the per-pair frequency
- * factor (Llama 3 scaling), times freq_scale (linear scaling).
+ * factor (Llama 3 scaling, LongRoPE), times freq_scale (linear scaling);
+ * cos and sin times rope.scaling.attn_factor.  Local (sliding-window)
+ * layers get their own table when their base or scale differs (gemma3).
  */
 static int rope_init(qe_infer *inf, qe_err *err)
 {
@@ -237,7 +338,22 @@ static int rope_init(qe_infer *inf, qe_err *err)
     int rc = 0;
     if (n_pair == 0)
         return 0;
-    if (c->has_rope_freqs) {
+    if (c->has_rope_factors) {
+        /* LongRoPE: long factors when the context exceeds the original one
+         * (llama.cpp: n_ctx > n_ctx_orig_yarn, which defaults to n_ctx_train) */
+        const int orig = c->rope_llama3_orig_ctx > 0 ? c->rope_llama3_orig_ctx : c->n_ctx_train;
+        const char *nm = inf->n_ctx > orig ? "rope_factors_long.weight"
+                                           : "rope_factors_short.weight";
+        const float *v;
+        if ((rc = bind_vec(inf, &v, nm, n_pair, false, err)))
+            return rc;
+        for (int i = 0; i < n_pair; i++)
+            if (!(v[i] > 0.0f) || !isfinite(v[i]))
+                return qe_err_set(err, QE_EFORMAT, "%s: tensor '%s': value %g at %d: expected "
+                                  "positive frequency factors", inf->m->path, nm, (double)v[i],
+                                  i);
+        ff = (float *)v;
+    } else if (c->has_rope_freqs) {
         const float *v;
         rc = bind_vec(inf, &v, "rope_freqs.weight", n_pair, false, err);
         if (rc)
@@ -267,30 +383,24 @@ static int rope_init(qe_infer *inf, qe_err *err)
             }
         }
     }
-    inf->rope_cos = xcalloc(inf, (size_t)inf->n_ctx * n_pair, sizeof(float));
-    inf->rope_sin = xcalloc(inf, (size_t)inf->n_ctx * n_pair, sizeof(float));
-    if (!inf->rope_cos || !inf->rope_sin)
-        return qe_err_set(err, QE_ENOMEM, "out of memory (rope tables)");
-    const float theta_scale = powf(c->rope_freq_base, -2.0f / (float)c->n_rot);
-    for (int p = 0; p < inf->n_ctx; p++) {
-        float theta = (float)p;
-        for (int i = 0; i < n_pair; i++) {
-            float th = (ff ? theta / ff[i] : theta) * c->rope_freq_scale;
-            inf->rope_cos[(size_t)p * n_pair + i] = cosf(th);
-            inf->rope_sin[(size_t)p * n_pair + i] = sinf(th);
-            theta *= theta_scale;
-        }
+    if ((rc = rope_table(inf, 0, c->rope_freq_base, c->rope_freq_scale, ff, err)))
+        return rc;
+    if (c->rope_freq_base_swa == c->rope_freq_base &&
+        c->rope_freq_scale_swa == c->rope_freq_scale) {
+        inf->rope_cos[1] = inf->rope_cos[0];
+        inf->rope_sin[1] = inf->rope_sin[0];
+        return 0;
     }
-    return 0;
+    return rope_table(inf, 1, c->rope_freq_base_swa, c->rope_freq_scale_swa, ff, err);
 }
 
-/* Rotate n_heads heads of head_dim values (vec) at position pos. */
-static void rope_apply(const qe_infer *inf, float *vec, int n_heads, int pos)
+/* Rotate n_heads heads of head_dim values (vec) at position pos with table tb. */
+static void rope_apply(const qe_infer *inf, int tb, float *vec, int n_heads, int pos)
 {
     const qe_config *c = &inf->cfg;
     const int n_pair = c->n_rot / 2, hd = c->head_dim;
-    const float *cs = inf->rope_cos + (size_t)pos * n_pair;
-    const float *sn = inf->rope_sin + (size_t)pos * n_pair;
+    const float *cs = inf->rope_cos[tb] + (size_t)pos * n_pair;
+    const float *sn = inf->rope_sin[tb] + (size_t)pos * n_pair;
     for (int h = 0; h < n_heads; h++) {
         float *x = vec + (size_t)h * hd;
         for (int i = 0; i < n_pair; i++) {
@@ -304,12 +414,45 @@ static void rope_apply(const qe_infer *inf, float *vec, int n_heads, int pos)
     }
 }
 
+/* ---------------------------------------------------------- activation -- */
+
+/* ggml's tanh-approximation GELU in f32 (ggml_gelu_f32). */
+#define GELU_COEF_A 0.044715f
+#define SQRT_2_OVER_PI 0.79788456080286535587989211986876f
+static inline float gelu_f32(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
+}
+
+/* llama.cpp's CPU backend evaluates GELU through an f16 table: the input
+ * rounded to f16, the table value gelu(x) rounded to f16; |x| >= 10 exact
+ * (ggml_vec_gelu_f32 with GGML_GELU_FP16).  Used with llamacpp numerics. */
+static float gelu_table[65536];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_init(void)
+{
+    for (int i = 0; i < 65536; i++) {
+        const float f = qe_fp16_to_fp32((uint16_t)i);
+        gelu_table[i] = qe_fp16_to_fp32(qe_fp32_to_fp16(gelu_f32(f)));
+    }
+}
+
+static inline float gelu_lut(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    return gelu_table[qe_fp32_to_fp16(x)];
+}
+
 /* ---------------------------------------------------------- lifecycle -- */
 
 static int check_cfg(const qe_model *m, qe_err *err)
 {
     const qe_config *c = &m->cfg;
-    if (!arch_supported(c->arch))
+    if (!qe_arch_find(c->arch))
         return qe_err_set(err, QE_EUNSUPPORTED,
                           "%s: architecture '%s' is not supported (supported: %s)", m->path,
                           c->arch, qe_infer_supported_archs());
@@ -331,30 +474,19 @@ static int check_cfg(const qe_model *m, qe_err *err)
  * activation scratch is sized for the largest n_in at n_batch tokens. */
 static int lc_init(qe_infer *inf, qe_err *err)
 {
-    const qe_wt *ws[8];
     size_t need = 0;
-    for (int l = -1; l < inf->cfg.n_layer; l++) {
-        const qe_layer_w *lw = l >= 0 ? &inf->layers[l] : NULL;
-        int n = 0;
-        if (lw) {
-            ws[n++] = &lw->q, ws[n++] = &lw->k, ws[n++] = &lw->v, ws[n++] = &lw->o;
-            ws[n++] = &lw->gate, ws[n++] = &lw->up, ws[n++] = &lw->down;
-        } else {
-            ws[n++] = &inf->output;
-        }
-        for (int j = 0; j < n; j++) {
-            if (ws[j]->t->type == QE_TYPE_F32)
-                continue; /* exact path (see mm_run_llamacpp) */
-            const size_t nb = qe_matmul_llamacpp_ws_nbytes(ws[j]->t->type, ws[j]->n_in,
-                                                           inf->n_batch);
-            if (nb == 0)
-                return qe_err_set(err, QE_EUNSUPPORTED,
-                                  "%s: tensor '%s': type %s with rows of %d has no llamacpp "
-                                  "numerics path (use --numerics exact)",
-                                  inf->m->path, ws[j]->t->name, ws[j]->tr->name, ws[j]->n_in);
-            if (nb > need)
-                need = nb;
-        }
+    for (int j = 0; j < inf->n_all_w; j++) {
+        const qe_wt *w = inf->all_w[j];
+        if (w == &inf->tok_embd || w->t->type == QE_TYPE_F32)
+            continue; /* embeddings: rows only; F32: exact path (see mm_run_llamacpp) */
+        const size_t nb = qe_matmul_llamacpp_ws_nbytes(w->t->type, w->n_in, inf->n_batch);
+        if (nb == 0)
+            return qe_err_set(err, QE_EUNSUPPORTED,
+                              "%s: tensor '%s': type %s with rows of %d has no llamacpp "
+                              "numerics path (use --numerics exact)",
+                              inf->m->path, w->t->name, w->tr->name, w->n_in);
+        if (nb > need)
+            need = nb;
     }
     inf->lc_ws = xcalloc(inf, need ? need : 1, 1);
     if (!inf->lc_ws)
@@ -383,6 +515,17 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
         c->rope_freq_base = 10000.0f;
     if (!(c->rope_freq_scale > 0.0f))
         c->rope_freq_scale = 1.0f;
+    /* configs assembled by hand (tests, tools) may leave the feature fields 0 */
+    if (!(c->attn_scale > 0.0f))
+        c->attn_scale = 1.0f / sqrtf((float)c->head_dim);
+    if (!(c->embd_scale > 0.0f))
+        c->embd_scale = 1.0f;
+    if (!(c->rope_attn_factor > 0.0f))
+        c->rope_attn_factor = 1.0f;
+    if (!(c->rope_freq_base_swa > 0.0f) || c->n_swa <= 0)
+        c->rope_freq_base_swa = c->rope_freq_base;
+    if (!(c->rope_freq_scale_swa > 0.0f) || c->n_swa <= 0)
+        c->rope_freq_scale_swa = c->rope_freq_scale;
     inf->n_ctx = opts && opts->n_ctx > 0 ? opts->n_ctx : 512;
     inf->n_batch = opts && opts->n_batch > 0 ? opts->n_batch : inf->n_ctx;
     if (inf->n_batch > inf->n_ctx)
@@ -405,11 +548,19 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
     inf->kv_dim = c->n_head_kv * c->head_dim;
 
     const int L = c->n_layer, E = c->n_embd, F = c->n_ff;
+    const int X = c->n_expert, K = c->n_expert_used, Fe = c->n_ff_exp, Fs = c->n_ff_shexp;
+    int F_max = F;
+    if (X > 0 && Fe > F_max)
+        F_max = Fe;
+    if (Fs > F_max)
+        F_max = Fs;
     int rc = 0;
     inf->layers = xcalloc(inf, (size_t)L, sizeof *inf->layers);
-    inf->names = xcalloc(inf, (size_t)L * 7 + 2, sizeof *inf->names);
-    inf->vecs = xcalloc(inf, (size_t)L * 5 + 4, sizeof *inf->vecs);
-    if (!inf->layers || !inf->names || !inf->vecs) {
+    inf->names = xcalloc(inf, (size_t)L * WN_PER_LAYER + 2, sizeof *inf->names);
+    inf->vecs = xcalloc(inf, (size_t)L * 12 + 8, sizeof *inf->vecs);
+    if (X > 0)
+        inf->exp_wts = xcalloc(inf, (size_t)L * X * 3, sizeof *inf->exp_wts);
+    if (!inf->layers || !inf->names || !inf->vecs || (X > 0 && !inf->exp_wts)) {
         rc = qe_err_set(err, QE_ENOMEM, "out of memory");
         goto fail;
     }
@@ -420,44 +571,108 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
             goto fail;
     } else {
         inf->output = inf->tok_embd; /* tied */
+        if ((rc = note_wt(inf, &inf->output, err)))
+            goto fail;
     }
     if ((rc = bind_vec(inf, &inf->output_norm, "output_norm.weight", E, false, err)))
         goto fail;
     for (int l = 0; l < L; l++) {
         qe_layer_w *lw = &inf->layers[l];
         char nm[96];
-        struct {
-            qe_wt *w;
-            const char *suffix;
-            int n_in, n_out;
-        } mats[7] = {
-            {&lw->q, "attn_q", E, inf->q_dim},        {&lw->k, "attn_k", E, inf->kv_dim},
-            {&lw->v, "attn_v", E, inf->kv_dim},       {&lw->o, "attn_output", inf->q_dim, E},
-            {&lw->gate, "ffn_gate", E, F},            {&lw->up, "ffn_up", E, F},
-            {&lw->down, "ffn_down", F, E},
-        };
-        for (int j = 0; j < 7; j++) {
-            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, mats[j].suffix);
-            if ((rc = bind_wt(inf, mats[j].w, nm, mats[j].n_in, mats[j].n_out, err)))
+#define LNAME(suffix) (snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix), nm)
+        /* attention */
+        if (c->fused_qkv) {
+            qe_wt qkv;
+            if ((rc = bind_wt(inf, &qkv, LNAME("attn_qkv.weight"), E,
+                              inf->q_dim + 2 * inf->kv_dim, err)))
+                goto fail;
+            inf->n_all_w--; /* the views below are what runs */
+            view_rows(&lw->q, &qkv, 0, inf->q_dim);
+            view_rows(&lw->k, &qkv, inf->q_dim, inf->kv_dim);
+            view_rows(&lw->v, &qkv, inf->q_dim + inf->kv_dim, inf->kv_dim);
+            if ((rc = note_wt(inf, &lw->q, err)) || (rc = note_wt(inf, &lw->k, err)) ||
+                (rc = note_wt(inf, &lw->v, err)))
+                goto fail;
+        } else {
+            if ((rc = bind_wt(inf, &lw->q, LNAME("attn_q.weight"), E, inf->q_dim, err)) ||
+                (rc = bind_wt(inf, &lw->k, LNAME("attn_k.weight"), E, inf->kv_dim, err)) ||
+                (rc = bind_wt(inf, &lw->v, LNAME("attn_v.weight"), E, inf->kv_dim, err)))
+                goto fail;
+            /* Q/K/V biases: required when the config says so, optional otherwise */
+            const char *bn[3] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+            qe_wt *bw[3] = {&lw->q, &lw->k, &lw->v};
+            for (int j = 0; j < 3; j++)
+                if ((rc = bind_vec(inf, &bw[j]->bias, LNAME(bn[j]), bw[j]->n_out,
+                                   !c->has_qkv_bias, err)))
+                    goto fail;
+        }
+        if ((rc = bind_wt(inf, &lw->o, LNAME("attn_output.weight"), inf->q_dim, E, err)) ||
+            (rc = bind_vec(inf, &lw->attn_norm, LNAME("attn_norm.weight"), E, false, err)) ||
+            (rc = bind_vec(inf, &lw->ffn_norm, LNAME("ffn_norm.weight"), E, false, err)))
+            goto fail;
+        if (c->qk_norm &&
+            ((rc = bind_vec(inf, &lw->q_norm, LNAME("attn_q_norm.weight"), c->head_dim, false,
+                            err)) ||
+             (rc = bind_vec(inf, &lw->k_norm, LNAME("attn_k_norm.weight"), c->head_dim, false,
+                            err))))
+            goto fail;
+        if (c->post_norms &&
+            ((rc = bind_vec(inf, &lw->post_attn_norm, LNAME("post_attention_norm.weight"), E,
+                            false, err)) ||
+             (rc = bind_vec(inf, &lw->post_ffn_norm, LNAME("post_ffw_norm.weight"), E, false,
+                            err))))
+            goto fail;
+        lw->swa = qe_config_layer_swa(c, l);
+        lw->rope = lw->swa ? 1 : 0;
+        /* feed-forward */
+        if (X > 0) {
+            if ((rc = bind_wt(inf, &lw->router, LNAME("ffn_gate_inp.weight"), E, X, err)))
+                goto fail;
+            lw->exps = inf->exp_wts + (size_t)l * X * 3;
+            const char *en[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight",
+                                 "ffn_down_exps.weight"};
+            const int ein[3] = {E, E, Fe}, eout[3] = {Fe, Fe, E};
+            for (int j = 0; j < 3; j++) {
+                qe_wt st;
+                if ((rc = bind_wt_n(inf, &st, LNAME(en[j]), ein[j], eout[j], X, err)))
+                    goto fail;
+                inf->n_all_w--;
+                for (int e = 0; e < X; e++) {
+                    view_rows(&lw->exps[3 * e + j], &st, (int64_t)e * eout[j], eout[j]);
+                    lw->exps[3 * e + j].no_hook = true;
+                    if ((rc = note_wt(inf, &lw->exps[3 * e + j], err)))
+                        goto fail;
+                }
+            }
+            if (Fs > 0 &&
+                ((rc = bind_wt(inf, &lw->sh_gate, LNAME("ffn_gate_shexp.weight"), E, Fs, err)) ||
+                 (rc = bind_wt(inf, &lw->sh_up, LNAME("ffn_up_shexp.weight"), E, Fs, err)) ||
+                 (rc = bind_wt(inf, &lw->sh_down, LNAME("ffn_down_shexp.weight"), Fs, E, err)) ||
+                 (rc = bind_vec(inf, &lw->sh_gate_inp, LNAME("ffn_gate_inp_shexp.weight"), E,
+                                false, err))))
+                goto fail;
+        } else if (c->fused_gate_up) {
+            qe_wt gu;
+            if ((rc = bind_wt(inf, &gu, LNAME("ffn_up.weight"), E, 2 * F, err)))
+                goto fail;
+            inf->n_all_w--;
+            view_rows(&lw->gate, &gu, 0, F);
+            view_rows(&lw->up, &gu, F, F);
+            if ((rc = note_wt(inf, &lw->gate, err)) || (rc = note_wt(inf, &lw->up, err)) ||
+                (rc = bind_wt(inf, &lw->down, LNAME("ffn_down.weight"), F, E, err)))
+                goto fail;
+        } else {
+            if ((rc = bind_wt(inf, &lw->gate, LNAME("ffn_gate.weight"), E, F, err)) ||
+                (rc = bind_wt(inf, &lw->up, LNAME("ffn_up.weight"), E, F, err)) ||
+                (rc = bind_wt(inf, &lw->down, LNAME("ffn_down.weight"), F, E, err)))
                 goto fail;
         }
-        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
-        if ((rc = bind_vec(inf, &lw->attn_norm, nm, E, false, err)))
-            goto fail;
-        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
-        if ((rc = bind_vec(inf, &lw->ffn_norm, nm, E, false, err)))
-            goto fail;
-        /* Q/K/V biases: qwen2 (required when the config says so), optional otherwise */
-        const char *bn[3] = {"attn_q", "attn_k", "attn_v"};
-        qe_wt *bw[3] = {&lw->q, &lw->k, &lw->v};
-        for (int j = 0; j < 3; j++) {
-            snprintf(nm, sizeof nm, "blk.%d.%s.bias", l, bn[j]);
-            if ((rc = bind_vec(inf, &bw[j]->bias, nm, bw[j]->n_out, !c->has_qkv_bias, err)))
-                goto fail;
-        }
+#undef LNAME
     }
     if ((rc = rope_init(inf, err)))
         goto fail;
+    if (c->ffn_act == QE_ACT_GELU)
+        pthread_once(&gelu_once, gelu_table_init);
 
     const size_t kv_n = (size_t)L * inf->n_ctx * inf->kv_dim;
     inf->k_cache = xcalloc(inf, kv_n, sizeof(float));
@@ -470,15 +685,31 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
     inf->att = xcalloc(inf, B * inf->q_dim, sizeof(float));
     inf->k = xcalloc(inf, B * inf->kv_dim, sizeof(float));
     inf->v = xcalloc(inf, B * inf->kv_dim, sizeof(float));
-    inf->hb = xcalloc(inf, B * F, sizeof(float));
-    inf->hb2 = xcalloc(inf, B * F, sizeof(float));
+    inf->hb = xcalloc(inf, B * F_max, sizeof(float));
+    inf->hb2 = xcalloc(inf, B * F_max, sizeof(float));
     if (!inf->k_cache || !inf->v_cache || !inf->x || !inf->xb || !inf->xb2 || !inf->q ||
         !inf->att || !inf->k || !inf->v || !inf->hb || !inf->hb2) {
         rc = qe_err_set(err, QE_ENOMEM, "out of memory for the KV cache (%d positions) and "
                         "activations (%d tokens)", inf->n_ctx, inf->n_batch);
         goto fail;
     }
-    int n_in_max = E > F ? E : F;
+    if (X > 0) {
+        inf->rlog = xcalloc(inf, B * X, sizeof(float));
+        inf->sel = xcalloc(inf, B * K, sizeof(int));
+        inf->selw = xcalloc(inf, B * K, sizeof(float));
+        inf->ex_tok = xcalloc(inf, B * K, sizeof(int));
+        inf->ex_start = xcalloc(inf, (size_t)X + 1, sizeof(int));
+        inf->xe = xcalloc(inf, B * E, sizeof(float));
+        inf->ye = xcalloc(inf, B * E, sizeof(float));
+        inf->yslot = xcalloc(inf, B * K * E, sizeof(float));
+        if (!inf->rlog || !inf->sel || !inf->selw || !inf->ex_tok || !inf->ex_start ||
+            !inf->xe || !inf->ye || !inf->yslot) {
+            rc = qe_err_set(err, QE_ENOMEM, "out of memory for the expert buffers (%d tokens)",
+                            inf->n_batch);
+            goto fail;
+        }
+    }
+    int n_in_max = E > F_max ? E : F_max;
     if (inf->q_dim > n_in_max)
         n_in_max = inf->q_dim;
     inf->tile_cap = TILE_TARGET_NBYTES / sizeof(float);
@@ -524,8 +755,22 @@ void qe_infer_free(qe_infer *inf)
     free(inf->vecs);
     free(inf->layers);
     free(inf->names);
-    free(inf->rope_cos);
-    free(inf->rope_sin);
+    free(inf->exp_wts);
+    free(inf->all_w);
+    if (inf->rope_cos[1] != inf->rope_cos[0]) {
+        free(inf->rope_cos[1]);
+        free(inf->rope_sin[1]);
+    }
+    free(inf->rope_cos[0]);
+    free(inf->rope_sin[0]);
+    free(inf->rlog);
+    free(inf->sel);
+    free(inf->selw);
+    free(inf->ex_tok);
+    free(inf->ex_start);
+    free(inf->xe);
+    free(inf->ye);
+    free(inf->yslot);
     free(inf->k_cache);
     free(inf->v_cache);
     free(inf->x);
@@ -663,13 +908,13 @@ static int tile_rows(const qe_infer *inf, const qe_wt *w, int T)
  * row at a time into an L1-sized buffer, lane-split dot (qe_dot_f32), so
  * the weights stream from memory once and nothing tile-sized is written.
  */
-static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int T, float *y,
-                    int ldy, int r0, int rows, int tid)
+static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int T, bool decode,
+                    float *y, int ldy, int r0, int rows, int tid)
 {
     qe_thread_scratch *s = &inf->scratch[tid];
     const int n_in = w->n_in, isa = inf->isa;
-    const uint8_t *src = (const uint8_t *)w->t->data + (size_t)r0 * w->row_nbytes;
-    if (T <= QE_DECODE_MAX_T) {
+    const uint8_t *src = w->data + (size_t)r0 * w->row_nbytes;
+    if (decode) {
         for (int r = 0; r < rows; r++) {
             w->tr->to_float(src + (size_t)r * w->row_nbytes, s->row, n_in);
             const float b = w->bias ? w->bias[r0 + r] : 0.0f;
@@ -700,7 +945,11 @@ typedef struct mm_job {
     const float *x; /* (T, ldx) */
     int ldx, T;
     const char *name[3]; /* weight names, for errors */
-    bool swiglu;   /* w[0] gate, w[1] up, tiles paired: y0 = silu(y0) * y1 */
+    int t_path;    /* batch size that picks the decode or prefill kernels (0: T); the
+                      experts' sub-batches use the whole batch's, so a token's bits never
+                      depend on how many others chose its expert */
+    bool swiglu;   /* w[0] gate, w[1] up, tiles paired: y0 = act(y0) * y1 (gated FFN) */
+    int act;       /* enum qe_ffn_act of the gated FFN */
     float *resid;  /* if set: resid[t*ldr + o] += y[0][t*ldy + o] (residual) */
     int ldr;
 } mm_job;
@@ -709,7 +958,18 @@ typedef struct mm_job {
 static void mm_epilogue(const mm_job *J, int r0, int rows)
 {
     const int T = J->T;
-    if (J->swiglu) /* g = g / (1 + exp(-g)) * u; the expf calls apart so the rest vectorises */
+    if (J->swiglu && J->act == QE_ACT_GELU)
+        for (int t = 0; t < T; t++) {
+            float *g = J->y[0] + (size_t)t * J->ldy[0] + r0;
+            const float *u = J->y[1] + (size_t)t * J->ldy[1] + r0;
+            if (J->inf->numerics == QE_NUMERICS_LLAMACPP)
+                for (int i = 0; i < rows; i++)
+                    g[i] = gelu_lut(g[i]) * u[i];
+            else
+                for (int i = 0; i < rows; i++)
+                    g[i] = gelu_f32(g[i]) * u[i];
+        }
+    else if (J->swiglu) /* g = g / (1 + exp(-g)) * u; the expf calls apart so the rest vectorises */
         for (int t = 0; t < T; t++) {
             float *g = J->y[0] + (size_t)t * J->ldy[0] + r0;
             const float *u = J->y[1] + (size_t)t * J->ldy[1] + r0;
@@ -743,9 +1003,10 @@ static void mm_item(void *ctx, int item, int tid)
     const qe_wt *w = J->w[j];
     const int r0 = item * J->R[j];
     const int rows = w->n_out - r0 < J->R[j] ? w->n_out - r0 : J->R[j];
-    mm_tile(J->inf, w, J->x, J->ldx, J->T, J->y[j], J->ldy[j], r0, rows, tid);
+    const bool decode = (J->t_path ? J->t_path : J->T) <= QE_DECODE_MAX_T;
+    mm_tile(J->inf, w, J->x, J->ldx, J->T, decode, J->y[j], J->ldy[j], r0, rows, tid);
     if (J->swiglu)
-        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->T, J->y[1], J->ldy[1], r0, rows, tid);
+        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->T, decode, J->y[1], J->ldy[1], r0, rows, tid);
     if (j == 0)
         mm_epilogue(J, r0, rows);
 }
@@ -768,7 +1029,7 @@ static int mm_run_llamacpp(mm_job *J, qe_err *err)
         if (w->t->type == QE_TYPE_F32) {
             mm_job J1 = {.inf = inf, .n_w = 1, .w = {w}, .y = {J->y[j]}, .ldy = {J->ldy[j]},
                          .R = {J->R[j]}, .n_tiles = {J->n_tiles[j]}, .x = J->x, .ldx = J->ldx,
-                         .T = J->T};
+                         .T = J->T, .t_path = J->t_path};
             run_job(inf, (double)J->T * w->n_out * w->n_in, J1.n_tiles[0], mm_item, &J1);
             continue;
         }
@@ -778,7 +1039,7 @@ static int mm_run_llamacpp(mm_job *J, qe_err *err)
             break;
         }
         qe_err e = {0};
-        rc = qe_matmul_llamacpp_ws(w->t->type, w->t->data, w->row_nbytes, w->n_out, w->n_in,
+        rc = qe_matmul_llamacpp_ws(w->t->type, w->data, w->row_nbytes, w->n_out, w->n_in,
                                    J->x, J->T, J->y[j], inf->lc_ws, inf->lc_ws_nbytes, &e);
         if (rc) {
             qe_err_set(err, rc, "%s: %s", J->name[j], e.msg);
@@ -798,14 +1059,14 @@ static int mm_run_llamacpp(mm_job *J, qe_err *err)
 static void mm_add(mm_job *J, const qe_wt *w, const char *name, float *y, int ldy)
 {
     qe_infer *inf = J->inf;
-    if (inf->hook && J->ldx == w->n_in)
+    if (inf->hook && J->ldx == w->n_in && !w->no_hook)
         inf->hook(inf->hook_ud, name, J->x, J->T, w->n_in);
     const int j = J->n_w++;
     J->w[j] = w;
     J->name[j] = name;
     J->y[j] = y;
     J->ldy[j] = ldy;
-    J->R[j] = tile_rows(inf, w, J->T);
+    J->R[j] = tile_rows(inf, w, J->t_path ? J->t_path : J->T);
     J->n_tiles[j] = (w->n_out + J->R[j] - 1) / J->R[j];
 }
 
@@ -876,9 +1137,13 @@ static void embed_item(void *ctx, int t, int tid)
     tok_job *J = ctx;
     qe_infer *inf = J->inf;
     const int E = inf->cfg.n_embd;
-    inf->tok_embd.tr->to_float((const uint8_t *)inf->tok_embd.t->data +
-                                   (size_t)J->tokens[t] * inf->tok_embd.row_nbytes,
-                               inf->x + (size_t)t * E, E);
+    float *x = inf->x + (size_t)t * E;
+    inf->tok_embd.tr->to_float(inf->tok_embd.data + (size_t)J->tokens[t] * inf->tok_embd.row_nbytes,
+                               x, E);
+    const float sc = inf->cfg.embd_scale;
+    if (sc != 1.0f) /* gemma: times sqrt(n_embd) */
+        for (int i = 0; i < E; i++)
+            x[i] *= sc;
 }
 
 /* RoPE on q and k of token t, then k (transposed) and v into the cache of
@@ -895,8 +1160,18 @@ static void rope_kv_item(void *ctx, int t, int tid)
     float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * n_ctx;
     float *v_l = inf->v_cache + (size_t)J->l * n_ctx * kvd;
     float *q = inf->q + (size_t)t * qd, *k = inf->k + (size_t)t * kvd, *v = inf->v + (size_t)t * kvd;
-    rope_apply(inf, q, c->n_head, p);
-    rope_apply(inf, k, c->n_head_kv, p);
+    const qe_layer_w *lw = &inf->layers[J->l];
+    if (lw->q_norm) /* per-head RMS norms (qwen3, gemma3) */
+        for (int h = 0; h < c->n_head; h++)
+            rmsnorm(q + (size_t)h * hd, q + (size_t)h * hd, lw->q_norm, hd, c->rms_eps);
+    if (lw->k_norm)
+        for (int h = 0; h < c->n_head_kv; h++)
+            rmsnorm(k + (size_t)h * hd, k + (size_t)h * hd, lw->k_norm, hd, c->rms_eps);
+    rope_apply(inf, lw->rope, q, c->n_head, p);
+    rope_apply(inf, lw->rope, k, c->n_head_kv, p);
+    if (c->q_prescale) /* scale q, not the scores (llama.cpp's order for gemma, phi3) */
+        for (int d = 0; d < qd; d++)
+            q[d] *= c->attn_scale;
     if (inf->numerics == QE_NUMERICS_LLAMACPP) {
         round_f16(inf->isa, q, qd);
         round_f16(inf->isa, k, kvd);
@@ -923,7 +1198,9 @@ static void att_item(void *ctx, int item, int tid)
     const qe_config *c = &inf->cfg;
     const int hd = c->head_dim, n_ctx = inf->n_ctx, kvd = inf->kv_dim, qd = inf->q_dim;
     const int gqa = c->n_head / c->n_head_kv, T = J->T, pos0 = J->pos0, isa = inf->isa;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->q_prescale ? 1.0f : c->attn_scale;
+    const float cap = c->attn_softcap, inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
+    const int win = inf->layers[J->l].swa ? c->n_swa : 0;
     const float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * n_ctx;
     const float *v_l = inf->v_cache + (size_t)J->l * n_ctx * kvd;
     float *S = inf->scratch[tid].scores;
@@ -936,25 +1213,32 @@ static void att_item(void *ctx, int item, int tid)
     for (int i = 0; i < mr; i++) {
         float *row = S + (size_t)i * n_ctx;
         const int p = pos0 + t0 + i; /* causal: keys 0..p */
+        /* sliding window: key j masked when p - j >= win */
+        const int lo = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
+        for (int j = 0; j < lo; j++)
+            row[j] = 0.0f;
+        if (cap > 0.0f) /* soft-cap before the mask and softmax (gemma2) */
+            for (int j = lo; j <= p; j++)
+                row[j] = tanhf(row[j] * inv_cap) * cap;
         float mx = -INFINITY;
-        for (int j = 0; j <= p; j++) {
+        for (int j = lo; j <= p; j++) {
             row[j] *= scale;
             if (row[j] > mx)
                 mx = row[j];
         }
         double sum = 0.0;
-        for (int j = 0; j <= p; j++) {
+        for (int j = lo; j <= p; j++) {
             const float e = expf(row[j] - mx);
             row[j] = e;
             sum += (double)e;
         }
         const float inv = (float)(1.0 / sum);
-        for (int j = 0; j <= p; j++)
+        for (int j = lo; j <= p; j++)
             row[j] *= inv;
         for (int j = p + 1; j < N; j++)
             row[j] = 0.0f;
         if (inf->numerics == QE_NUMERICS_LLAMACPP) /* ggml: P to f16 for the f16 V */
-            round_f16(isa, row, p + 1);
+            round_f16(isa, row + lo, p + 1 - lo);
     }
     qe_gemm_f32(isa, mr, hd, N, S, n_ctx, v_l + (size_t)g * hd, kvd,
                 inf->att + (size_t)t0 * qd + (size_t)h * hd, qd, false);
@@ -974,20 +1258,189 @@ static void attention(qe_infer *inf, int l, int T, int pos0)
 
 static const char *wname(qe_infer *inf, int l, int j, const char *suffix)
 {
-    char *n = inf->names[(size_t)l * 7 + j];
+    char *n = inf->names[(size_t)l * WN_PER_LAYER + j];
     if (!n[0])
         snprintf(n, 96, "blk.%d.%s.weight", l, suffix);
     return n;
 }
 
+/* Gated feed-forward on T rows of x (ldx E): out = down(act(x.Wg^T) * x.Wu^T),
+ * out added to resid when given.  t_path: see mm_job. */
+static int gated_ffn(qe_infer *inf, const qe_wt *gate, const qe_wt *up, const qe_wt *down,
+                     const char *ng, const char *nu, const char *nd, const float *x, int T,
+                     int t_path, float *out, float *resid, qe_err *err)
+{
+    const int E = inf->cfg.n_embd, F = gate->n_out;
+    mm_job FF = {.inf = inf, .x = x, .ldx = E, .T = T, .t_path = t_path, .swiglu = true,
+                 .act = inf->cfg.ffn_act};
+    mm_add(&FF, gate, ng, inf->hb, F);
+    mm_add(&FF, up, nu, inf->hb2, F);
+    int rc = mm_run(&FF, err);
+    if (rc)
+        return rc;
+    mm_job D = {.inf = inf, .x = inf->hb, .ldx = F, .T = T, .t_path = t_path, .resid = resid,
+                .ldr = E};
+    mm_add(&D, down, nd, out, E);
+    return mm_run(&D, err);
+}
+
+/* Router of token t: softmax over the expert logits (max subtracted, sum in
+ * double, times 1/sum as ggml_soft_max), the top k by probability (ties:
+ * lower index), their weights renormalised to sum 1 when the architecture
+ * says so (sum in double, then a float division, as ggml_sum_rows/div). */
+static void route_item(void *ctx, int t, int tid)
+{
+    (void)tid;
+    tok_job *J = ctx;
+    qe_infer *inf = J->inf;
+    const int X = inf->cfg.n_expert, K = inf->cfg.n_expert_used;
+    float *p = inf->rlog + (size_t)t * X;
+    float mx = -INFINITY;
+    for (int e = 0; e < X; e++)
+        if (p[e] > mx)
+            mx = p[e];
+    double sum = 0.0;
+    for (int e = 0; e < X; e++) {
+        p[e] = expf(p[e] - mx);
+        sum += (double)p[e];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int e = 0; e < X; e++)
+        p[e] *= inv;
+    int *sel = inf->sel + (size_t)t * K;
+    float *w = inf->selw + (size_t)t * K;
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < X; e++) {
+            bool taken = false;
+            for (int j = 0; j < k; j++)
+                taken |= sel[j] == e;
+            if (!taken && (best < 0 || p[e] > p[best]))
+                best = e;
+        }
+        sel[k] = best;
+        w[k] = p[best];
+    }
+    if (inf->cfg.moe_norm_topk) {
+        double ws = 0.0;
+        for (int k = 0; k < K; k++)
+            ws += (double)w[k];
+        const float wsf = (float)ws;
+        for (int k = 0; k < K; k++)
+            w[k] /= wsf;
+    }
+}
+
+/* Weighted sum of the experts' outputs of token t, in slot order, plus the
+ * shared expert times its sigmoid gate: xb2[t]. */
+static void combine_item(void *ctx, int t, int tid)
+{
+    (void)tid;
+    tok_job *J = ctx;
+    qe_infer *inf = J->inf;
+    const qe_layer_w *lw = &inf->layers[J->l];
+    const int E = inf->cfg.n_embd, K = inf->cfg.n_expert_used;
+    float *o = inf->xb2 + (size_t)t * E;
+    const float *w = inf->selw + (size_t)t * K;
+    const float *y0 = inf->yslot + (size_t)t * K * E;
+    for (int i = 0; i < E; i++)
+        o[i] = y0[i] * w[0];
+    for (int k = 1; k < K; k++) {
+        const float *yk = y0 + (size_t)k * E;
+        for (int i = 0; i < E; i++)
+            o[i] += yk[i] * w[k];
+    }
+    if (lw->sh_gate_inp) {
+        /* gate = sigmoid(x . g) computed as silu(z)/z (llama.cpp's graph) */
+        const float *x = inf->xb + (size_t)t * E;
+        float z = 0.0f;
+        for (int i = 0; i < E; i++)
+            z += x[i] * lw->sh_gate_inp[i];
+        const float g = z != 0.0f ? (z / (1.0f + expf(-z))) / z : 0.5f;
+        const float *ys = inf->ye + (size_t)t * E;
+        for (int i = 0; i < E; i++)
+            o[i] += ys[i] * g;
+    }
+}
+
+/*
+ * Mixture-of-experts FFN on the T normed rows in xb -> xb2.  Tokens are
+ * grouped by expert (in token order within a group); each expert with
+ * tokens runs one batched gated FFN over its group, so its weights are
+ * dequantized once per batch.  Every output element is still one FMA
+ * chain over its inputs and the slots are summed in a fixed order, so the
+ * bits do not depend on the batch composition or the thread count.
+ */
+static int moe_ffn(qe_infer *inf, int l, int T, qe_err *err)
+{
+    const qe_config *c = &inf->cfg;
+    const qe_layer_w *lw = &inf->layers[l];
+    const int E = c->n_embd, X = c->n_expert, K = c->n_expert_used;
+    int rc;
+    if ((rc = matmul(inf, &lw->router, wname(inf, l, WN_ROUTER, "ffn_gate_inp"), inf->xb, E, T,
+                     inf->rlog, X, NULL, 0, err)))
+        return rc;
+    tok_job RJ = {.inf = inf, .l = l};
+    run_job(inf, 4.0 * T * X * K, T, route_item, &RJ);
+    int *start = inf->ex_start;
+    memset(start, 0, (size_t)(X + 1) * sizeof *start);
+    for (int i = 0; i < T * K; i++)
+        start[inf->sel[i] + 1]++;
+    for (int e = 0; e < X; e++)
+        start[e + 1] += start[e];
+    for (int e = 0, fill = 0; e < X; e++) /* token-major order inside each group */
+        for (int i = 0; i < T * K; i++)
+            if (inf->sel[i] == e)
+                inf->ex_tok[fill++] = i;
+    for (int e = 0; e < X; e++) {
+        const int n = start[e + 1] - start[e];
+        if (n == 0)
+            continue;
+        const int *ids = inf->ex_tok + start[e];
+        for (int r = 0; r < n; r++)
+            memcpy(inf->xe + (size_t)r * E, inf->xb + (size_t)(ids[r] / K) * E,
+                   (size_t)E * sizeof(float));
+        const qe_wt *ew = lw->exps + 3 * e;
+        if ((rc = gated_ffn(inf, &ew[0], &ew[1], &ew[2], wname(inf, l, WN_GATE_EXPS, "ffn_gate_exps"),
+                            wname(inf, l, WN_UP_EXPS, "ffn_up_exps"),
+                            wname(inf, l, WN_DOWN_EXPS, "ffn_down_exps"), inf->xe, n, T, inf->ye,
+                            NULL, err)))
+            return rc;
+        for (int r = 0; r < n; r++)
+            memcpy(inf->yslot + (size_t)ids[r] * E, inf->ye + (size_t)r * E,
+                   (size_t)E * sizeof(float));
+    }
+    if (lw->sh_gate_inp &&
+        (rc = gated_ffn(inf, &lw->sh_gate, &lw->sh_up, &lw->sh_down,
+                        wname(inf, l, WN_SH_GATE, "ffn_gate_shexp"),
+                        wname(inf, l, WN_SH_UP, "ffn_up_shexp"),
+                        wname(inf, l, WN_SH_DOWN, "ffn_down_shexp"), inf->xb, T, T, inf->ye, NULL,
+                        err)))
+        return rc;
+    tok_job CJ = {.inf = inf, .l = l};
+    run_job(inf, 2.0 * T * K * E, T, combine_item, &CJ);
+    return 0;
+}
+
+/* xb2 = rmsnorm(xb2) * w, then x += xb2 (the post-branch norms of gemma). */
+static void post_norm_add(qe_infer *inf, const float *w, int T)
+{
+    const int E = inf->cfg.n_embd;
+    rmsnorm_rows(inf, inf->xb2, inf->xb2, w, T);
+    for (size_t i = 0; i < (size_t)T * E; i++)
+        inf->x[i] += inf->xb2[i];
+}
+
 /* T tokens at positions n_past..; logits for rows >= logits_from into
- * logits (row-major) unless logits is NULL. */
+ * logits (row-major) unless logits is NULL.  One block implementation for
+ * every architecture: the optional steps are switched by qe_config's
+ * feature fields. */
 static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from, float *logits,
                    bool defer, qe_err *err)
 {
     inf->defer_n = 0;
     const qe_config *c = &inf->cfg;
-    const int E = c->n_embd, F = c->n_ff;
+    const int E = c->n_embd;
     const int qd = inf->q_dim, kvd = inf->kv_dim, pos0 = inf->n_past;
     int rc = 0;
 
@@ -1000,29 +1453,43 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
 
     for (int l = 0; l < c->n_layer; l++) {
         const qe_layer_w *lw = &inf->layers[l];
+        /* attention */
         rmsnorm_rows(inf, inf->xb, inf->x, lw->attn_norm, T);
         mm_job QKV = {.inf = inf, .x = inf->xb, .ldx = E, .T = T};
-        mm_add(&QKV, &lw->q, wname(inf, l, 0, "attn_q"), inf->q, qd);
-        mm_add(&QKV, &lw->k, wname(inf, l, 1, "attn_k"), inf->k, kvd);
-        mm_add(&QKV, &lw->v, wname(inf, l, 2, "attn_v"), inf->v, kvd);
+        mm_add(&QKV, &lw->q, c->fused_qkv ? wname(inf, l, WN_QKV, "attn_qkv")
+                                          : wname(inf, l, WN_Q, "attn_q"), inf->q, qd);
+        mm_add(&QKV, &lw->k, wname(inf, l, WN_K, "attn_k"), inf->k, kvd);
+        mm_add(&QKV, &lw->v, wname(inf, l, WN_V, "attn_v"), inf->v, kvd);
         if ((rc = mm_run(&QKV, err)))
             return rc;
         tok_job RJ = {.inf = inf, .l = l, .pos0 = pos0};
         run_job(inf, 8.0 * T * (qd + kvd), T, rope_kv_item, &RJ);
         attention(inf, l, T, pos0);
-        if ((rc = matmul(inf, &lw->o, wname(inf, l, 3, "attn_output"), inf->att, qd, T, inf->xb2,
-                         E, inf->x, E, err)))
+        if ((rc = matmul(inf, &lw->o, wname(inf, l, WN_O, "attn_output"), inf->att, qd, T,
+                         inf->xb2, E, lw->post_attn_norm ? NULL : inf->x, E, err)))
             return rc;
+        if (lw->post_attn_norm)
+            post_norm_add(inf, lw->post_attn_norm, T);
 
+        /* feed-forward */
         rmsnorm_rows(inf, inf->xb, inf->x, lw->ffn_norm, T);
-        mm_job FF = {.inf = inf, .x = inf->xb, .ldx = E, .T = T, .swiglu = true};
-        mm_add(&FF, &lw->gate, wname(inf, l, 4, "ffn_gate"), inf->hb, F);
-        mm_add(&FF, &lw->up, wname(inf, l, 5, "ffn_up"), inf->hb2, F);
-        if ((rc = mm_run(&FF, err)))
-            return rc;
-        if ((rc = matmul(inf, &lw->down, wname(inf, l, 6, "ffn_down"), inf->hb, F, T, inf->xb2, E,
-                         inf->x, E, err)))
-            return rc;
+        if (c->n_expert > 0) {
+            if ((rc = moe_ffn(inf, l, T, err)))
+                return rc;
+            if (!lw->post_ffn_norm)
+                for (size_t i = 0; i < (size_t)T * E; i++)
+                    inf->x[i] += inf->xb2[i];
+        } else {
+            const char *ng = c->fused_gate_up ? wname(inf, l, WN_UP, "ffn_up")
+                                              : wname(inf, l, WN_GATE, "ffn_gate");
+            if ((rc = gated_ffn(inf, &lw->gate, &lw->up, &lw->down, ng,
+                                wname(inf, l, WN_UP, "ffn_up"),
+                                wname(inf, l, WN_DOWN, "ffn_down"), inf->xb, T, 0, inf->xb2,
+                                lw->post_ffn_norm ? NULL : inf->x, err)))
+                return rc;
+        }
+        if (lw->post_ffn_norm)
+            post_norm_add(inf, lw->post_ffn_norm, T);
     }
     inf->n_past += T;
 
@@ -1072,10 +1539,16 @@ int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *er
     if (!logits || r0 < 0 || n_rows < 1 || r0 + n_rows > inf->defer_n)
         return qe_err_set(err, QE_EINVAL, "qe_infer_logits: rows %d..%d of %d deferred", r0,
                           r0 + n_rows - 1, inf->defer_n);
-    const int E = inf->cfg.n_embd;
+    const int E = inf->cfg.n_embd, V = inf->cfg.n_vocab;
     const float *xo = inf->xb + (size_t)(inf->defer_from + r0) * E;
-    return matmul(inf, &inf->output, "output.weight", xo, E, n_rows, logits, inf->cfg.n_vocab,
-                  NULL, 0, err);
+    int rc = matmul(inf, &inf->output, "output.weight", xo, E, n_rows, logits, V, NULL, 0, err);
+    const float cap = inf->cfg.final_softcap;
+    if (rc == 0 && cap > 0.0f) { /* gemma2: cap*tanh(l/cap), as ggml scale/tanh/scale */
+        const float inv = 1.0f / cap;
+        for (size_t i = 0; i < (size_t)n_rows * V; i++)
+            logits[i] = tanhf(logits[i] * inv) * cap;
+    }
+    return rc;
 }
 
 int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, float *logits,

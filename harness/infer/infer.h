@@ -1,5 +1,7 @@
 /*
- * infer.h: the reference inference core (llama family, qwen2).
+ * infer.h: the reference inference core: the architectures of
+ * harness/model/arch.h (llama incl. Mixtral-style experts, qwen2, qwen2moe,
+ * qwen3, qwen3moe, gemma2, gemma3, phi3).
  *
  * A qe_infer is a runnable model: borrowed weights (qe_model), a KV cache
  * of n_ctx positions, and scratch buffers.  Prefill goes through batched
@@ -54,7 +56,7 @@ typedef struct qe_infer_opts {
 qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_err *err);
 void qe_infer_free(qe_infer *inf);
 
-/* Architectures the core runs, e.g. "llama, qwen2". */
+/* Architectures the core runs, e.g. "llama, qwen2, ...". */
 const char *qe_infer_supported_archs(void);
 
 /* Number of positions currently in the KV cache. */

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "../../quant/quant.h"
+#include "arch.h"
 #include "gguf.h"
 #include "llama2c.h"
 #include "safetensors.h"
@@ -38,6 +39,10 @@ static qe_model *model_alloc(qe_err *err)
     m->cfg.file_type = -1;
     m->cfg.rope_freq_scale = 1.0f;
     m->cfg.rope_freq_base = 10000.0f;
+    m->cfg.embd_scale = 1.0f;
+    m->cfg.rope_attn_factor = 1.0f;
+    m->cfg.rope_freq_base_swa = 10000.0f;
+    m->cfg.rope_freq_scale_swa = 1.0f;
     return m;
 }
 
@@ -209,43 +214,82 @@ uint64_t qe_model_tensor_nbytes(const qe_model *m)
 
 /* ------------------------------------------------------------ validation */
 
-static bool arch_is_llama_family(const char *arch)
-{
-    return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0;
-}
-
 /* Check that `name` exists with exactly the given shape (n_dims entries). */
 static int want_tensor(const qe_model *m, const char *name, uint32_t n_dims, int64_t ne0,
-                       int64_t ne1, const char *what, qe_err *err)
+                       int64_t ne1, int64_t ne2, const char *what, qe_err *err)
 {
     const qe_tensor *t = qe_model_tensor(m, name);
     if (!t)
         return qe_err_set(err, QE_ENOTFOUND, "%s: missing tensor '%s' (%s)", m->path, name, what);
-    int64_t want[2] = {ne0, ne1};
-    bool ok = t->ne[2] == 1 && t->ne[3] == 1;
-    for (uint32_t d = 0; d < 2; d++)
+    int64_t want[3] = {ne0, ne1, ne2};
+    bool ok = t->ne[3] == 1;
+    for (uint32_t d = 0; d < 3; d++)
         ok = ok && t->ne[d] == (d < n_dims ? want[d] : 1);
     if (!ok) {
+        char got[96], exp[96];
+        snprintf(got, sizeof got, "[%lld, %lld, %lld]", (long long)t->ne[0], (long long)t->ne[1],
+                 (long long)t->ne[2]);
         if (n_dims == 1)
-            return qe_err_set(err, QE_ESHAPE,
-                              "%s: tensor '%s': shape [%lld, %lld], expected [%lld] (%s)",
-                              m->path, name, (long long)t->ne[0], (long long)t->ne[1],
-                              (long long)ne0, what);
-        return qe_err_set(err, QE_ESHAPE,
-                          "%s: tensor '%s': shape [%lld, %lld], expected [%lld, %lld] (%s)",
-                          m->path, name, (long long)t->ne[0], (long long)t->ne[1],
-                          (long long)ne0, (long long)ne1, what);
+            snprintf(exp, sizeof exp, "[%lld]", (long long)ne0);
+        else if (n_dims == 2)
+            snprintf(exp, sizeof exp, "[%lld, %lld]", (long long)ne0, (long long)ne1);
+        else
+            snprintf(exp, sizeof exp, "[%lld, %lld, %lld]", (long long)ne0, (long long)ne1,
+                     (long long)ne2);
+        return qe_err_set(err, QE_ESHAPE, "%s: tensor '%s': shape %s, expected %s (%s)", m->path,
+                          name, got, exp, what);
     }
     return 0;
+}
+
+/* One expected per-layer tensor: which sizes its ne[] must equal. */
+typedef struct layer_spec {
+    const char *suffix;
+    uint32_t n_dims;
+    char r[3]; /* E n_embd, F n_ff, Q q width, K kv width, H head_dim, X n_expert,
+                  G n_ff_exp, S n_ff_shexp, 3 q+2kv, 2 2*n_ff */
+} layer_spec;
+
+static int64_t spec_size(const qe_config *c, char r, const char **nm)
+{
+    const int64_t Q = (int64_t)c->n_head * c->head_dim, K = (int64_t)c->n_head_kv * c->head_dim;
+    switch (r) {
+    case 'E': *nm = "n_embd"; return c->n_embd;
+    case 'F': *nm = "n_ff"; return c->n_ff;
+    case 'Q': *nm = "n_head*head_dim"; return Q;
+    case 'K': *nm = "n_head_kv*head_dim"; return K;
+    case 'H': *nm = "head_dim"; return c->head_dim;
+    case 'X': *nm = "expert_count"; return c->n_expert;
+    case 'G': *nm = "expert_feed_forward_length"; return c->n_ff_exp;
+    case 'S': *nm = "expert_shared_feed_forward_length"; return c->n_ff_shexp;
+    case '3': *nm = "q + 2 kv widths"; return Q + 2 * K;
+    case '2': *nm = "2*n_ff (gate | up)"; return 2 * (int64_t)c->n_ff;
+    default: *nm = ""; return 0;
+    }
+}
+
+static int want_spec(const qe_model *m, int l, const layer_spec *s, qe_err *err)
+{
+    char name[96], what[160] = "";
+    snprintf(name, sizeof name, "blk.%d.%s", l, s->suffix);
+    int64_t d[3] = {0, 0, 0};
+    for (uint32_t k = 0; k < s->n_dims; k++) {
+        const char *nm;
+        d[k] = spec_size(&m->cfg, s->r[k], &nm);
+        if (k)
+            strncat(what, ", ", sizeof what - strlen(what) - 1);
+        strncat(what, nm, sizeof what - strlen(what) - 1);
+    }
+    return want_tensor(m, name, s->n_dims, d[0], d[1], d[2], what, err);
 }
 
 int qe_model_validate(const qe_model *m, qe_err *err)
 {
     const qe_config *c = &m->cfg;
-    if (!arch_is_llama_family(c->arch))
+    if (!qe_arch_find(c->arch))
         return qe_err_set(err, QE_EUNSUPPORTED,
-                          "%s: architecture '%s' is not supported (expected llama or qwen2)",
-                          m->path, c->arch);
+                          "%s: architecture '%s' is not supported (supported: %s)", m->path,
+                          c->arch, qe_arch_list());
     if (c->n_embd <= 0 || c->n_ff <= 0 || c->n_layer <= 0 || c->n_head <= 0 ||
         c->n_head_kv <= 0 || c->head_dim <= 0 || c->n_vocab <= 0)
         return qe_err_set(err, QE_EFORMAT,
@@ -261,59 +305,89 @@ int qe_model_validate(const qe_model *m, qe_err *err)
                           "%s: config: rope dimension count %d, expected an even number in "
                           "[2, head_dim %d]",
                           m->path, c->n_rot, c->head_dim);
-    if (!(c->rms_eps > 0.0f) || !(c->rope_freq_base > 0.0f) || !(c->rope_freq_scale > 0.0f))
+    if (!(c->rms_eps > 0.0f) || !(c->rope_freq_base > 0.0f) || !(c->rope_freq_scale > 0.0f) ||
+        !(c->rope_freq_base_swa > 0.0f) || !(c->rope_freq_scale_swa > 0.0f))
         return qe_err_set(err, QE_EFORMAT,
-                          "%s: config: rms eps %g, rope base %g, rope scale %g must be > 0",
+                          "%s: config: rms eps %g, rope base %g (local %g), rope scale %g "
+                          "(local %g) must be > 0",
                           m->path, (double)c->rms_eps, (double)c->rope_freq_base,
-                          (double)c->rope_freq_scale);
-    int64_t E = c->n_embd, F = c->n_ff, V = c->n_vocab;
-    int64_t Q = (int64_t)c->n_head * c->head_dim, K = (int64_t)c->n_head_kv * c->head_dim;
+                          (double)c->rope_freq_base_swa, (double)c->rope_freq_scale,
+                          (double)c->rope_freq_scale_swa);
+    if (c->n_expert > 0 && (c->n_expert_used < 1 || c->n_expert_used > c->n_expert ||
+                            c->n_ff_exp <= 0))
+        return qe_err_set(err, QE_EFORMAT, "%s: config: %d experts, %d used, width %d: expected "
+                          "1 <= used <= experts and a positive width", m->path, c->n_expert,
+                          c->n_expert_used, c->n_ff_exp);
+    int64_t E = c->n_embd, V = c->n_vocab;
     int rc;
-    if ((rc = want_tensor(m, "token_embd.weight", 2, E, V, "n_embd, n_vocab", err)) ||
-        (rc = want_tensor(m, "output_norm.weight", 1, E, 0, "n_embd", err)))
+    if ((rc = want_tensor(m, "token_embd.weight", 2, E, V, 0, "n_embd, n_vocab", err)) ||
+        (rc = want_tensor(m, "output_norm.weight", 1, E, 0, 0, "n_embd", err)))
         return rc;
     if (!c->tied_output &&
-        (rc = want_tensor(m, "output.weight", 2, E, V, "n_embd, n_vocab", err)))
+        (rc = want_tensor(m, "output.weight", 2, E, V, 0, "n_embd, n_vocab", err)))
         return rc;
     if (c->has_rope_freqs &&
-        (rc = want_tensor(m, "rope_freqs.weight", 1, c->n_rot / 2, 0, "n_rot/2", err)))
+        (rc = want_tensor(m, "rope_freqs.weight", 1, c->n_rot / 2, 0, 0, "n_rot/2", err)))
         return rc;
-    static const struct {
-        const char *suffix;
-        uint32_t n_dims;
-        char r0, r1; /* E, F, Q, K: which config size each ne[] must equal */
-        bool bias;
-    } per_layer[] = {
-        {"attn_norm.weight", 1, 'E', 0, false},   {"attn_q.weight", 2, 'E', 'Q', false},
-        {"attn_k.weight", 2, 'E', 'K', false},    {"attn_v.weight", 2, 'E', 'K', false},
-        {"attn_output.weight", 2, 'Q', 'E', false}, {"ffn_norm.weight", 1, 'E', 0, false},
-        {"ffn_gate.weight", 2, 'E', 'F', false},  {"ffn_up.weight", 2, 'E', 'F', false},
-        {"ffn_down.weight", 2, 'F', 'E', false},  {"attn_q.bias", 1, 'Q', 0, true},
-        {"attn_k.bias", 1, 'K', 0, true},         {"attn_v.bias", 1, 'K', 0, true},
-    };
+    if (c->has_rope_factors &&
+        ((rc = want_tensor(m, "rope_factors_long.weight", 1, c->n_rot / 2, 0, 0,
+                           "LongRoPE factors: n_rot/2", err)) ||
+         (rc = want_tensor(m, "rope_factors_short.weight", 1, c->n_rot / 2, 0, 0,
+                           "LongRoPE factors: n_rot/2", err))))
+        return rc;
+    static const layer_spec attn_sep[] = {
+        {"attn_q.weight", 2, "EQ"}, {"attn_k.weight", 2, "EK"}, {"attn_v.weight", 2, "EK"}};
+    static const layer_spec attn_bias[] = {
+        {"attn_q.bias", 1, "Q"}, {"attn_k.bias", 1, "K"}, {"attn_v.bias", 1, "K"}};
+    static const layer_spec attn_fused = {"attn_qkv.weight", 2, "E3"};
+    static const layer_spec qk_norm[] = {{"attn_q_norm.weight", 1, "H"},
+                                         {"attn_k_norm.weight", 1, "H"}};
+    static const layer_spec common[] = {{"attn_norm.weight", 1, "E"},
+                                        {"attn_output.weight", 2, "QE"},
+                                        {"ffn_norm.weight", 1, "E"}};
+    static const layer_spec post[] = {{"post_attention_norm.weight", 1, "E"},
+                                      {"post_ffw_norm.weight", 1, "E"}};
+    static const layer_spec ffn[] = {
+        {"ffn_gate.weight", 2, "EF"}, {"ffn_up.weight", 2, "EF"}, {"ffn_down.weight", 2, "FE"}};
+    static const layer_spec ffn_fused[] = {{"ffn_up.weight", 2, "E2"},
+                                           {"ffn_down.weight", 2, "FE"}};
+    static const layer_spec moe[] = {{"ffn_gate_inp.weight", 2, "EX"},
+                                     {"ffn_gate_exps.weight", 3, "EGX"},
+                                     {"ffn_up_exps.weight", 3, "EGX"},
+                                     {"ffn_down_exps.weight", 3, "GEX"}};
+    static const layer_spec shexp[] = {{"ffn_gate_inp_shexp.weight", 1, "E"},
+                                       {"ffn_gate_shexp.weight", 2, "ES"},
+                                       {"ffn_up_shexp.weight", 2, "ES"},
+                                       {"ffn_down_shexp.weight", 2, "SE"}};
+#define WANT_ALL(arr)                                                                          \
+    for (size_t i_ = 0; i_ < sizeof arr / sizeof arr[0]; i_++)                                 \
+        if ((rc = want_spec(m, l, &arr[i_], err)))                                             \
+            return rc;
     for (int l = 0; l < c->n_layer; l++) {
-        for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++) {
-            if (per_layer[i].bias && !c->has_qkv_bias)
-                continue;
-            char name[96], what[32];
-            snprintf(name, sizeof name, "blk.%d.%s", l, per_layer[i].suffix);
-            int64_t d[2] = {0, 0};
-            char r[2] = {per_layer[i].r0, per_layer[i].r1};
-            const char *rn[2] = {"", ""};
-            for (int k = 0; k < 2; k++) {
-                switch (r[k]) {
-                case 'E': d[k] = E; rn[k] = "n_embd"; break;
-                case 'F': d[k] = F; rn[k] = "n_ff"; break;
-                case 'Q': d[k] = Q; rn[k] = "n_head*head_dim"; break;
-                case 'K': d[k] = K; rn[k] = "n_head_kv*head_dim"; break;
-                default: break;
-                }
-            }
-            snprintf(what, sizeof what, "%s%s%s", rn[0], r[1] ? ", " : "", rn[1]);
-            if ((rc = want_tensor(m, name, per_layer[i].n_dims, d[0], d[1], what, err)))
+        WANT_ALL(common)
+        if (c->fused_qkv) {
+            if ((rc = want_spec(m, l, &attn_fused, err)))
                 return rc;
+        } else {
+            WANT_ALL(attn_sep)
+            if (c->has_qkv_bias)
+                WANT_ALL(attn_bias)
+        }
+        if (c->qk_norm)
+            WANT_ALL(qk_norm)
+        if (c->post_norms)
+            WANT_ALL(post)
+        if (c->n_expert > 0) {
+            WANT_ALL(moe)
+            if (c->n_ff_shexp > 0)
+                WANT_ALL(shexp)
+        } else if (c->fused_gate_up) {
+            WANT_ALL(ffn_fused)
+        } else {
+            WANT_ALL(ffn)
         }
     }
+#undef WANT_ALL
     if (m->tok && qe_tokenizer_n_vocab(m->tok) > c->n_vocab)
         return qe_err_set(err, QE_ESHAPE,
                           "%s: tokenizer has %d tokens but token_embd has only %d rows", m->path,
@@ -398,6 +472,10 @@ static int load_gguf(qe_model *m, const char *path, const qe_load_opts *opts, qe
         qe_strlcpy(c->name, b ? b + 1 : path, sizeof c->name);
     }
     const char *a = c->arch;
+    if (!qe_arch_find(a) && !(opts && opts->no_validate))
+        return qe_err_set(err, QE_EUNSUPPORTED,
+                          "%s: architecture '%s' is not supported (supported: %s)", path, a,
+                          qe_arch_list());
     if ((rc = gguf_int(g, a, "embedding_length", true, &c->n_embd, err)) < 0 ||
         (rc = gguf_int(g, a, "feed_forward_length", true, &c->n_ff, err)) < 0 ||
         (rc = gguf_int(g, a, "block_count", true, &c->n_layer, err)) < 0 ||
@@ -475,6 +553,10 @@ static int load_gguf(qe_model *m, const char *path, const qe_load_opts *opts, qe
     c->has_rope_freqs = qe_model_tensor(m, "rope_freqs.weight") != NULL;
     if (c->has_rope_freqs && c->rope_scaling == QE_ROPE_SCALING_NONE)
         c->rope_scaling = QE_ROPE_SCALING_LLAMA3;
+    /* features of the known architectures (unknown ones load for `qeval info`;
+     * qe_model_validate refuses them) */
+    if (qe_arch_find(a) && (rc = qe_arch_apply(m, g, err)))
+        return rc;
 
     if (!(opts && opts->no_tokenizer) && qe_gguf_find_kv(g, "tokenizer.ggml.model") >= 0) {
         m->tok = qe_tokenizer_from_gguf(g, err);
@@ -535,6 +617,9 @@ qe_model *qe_model_load(const char *path, const qe_load_opts *opts, qe_err *err)
             rc = qe_llama2c_load(m, path, opts, err);
         }
     }
+    /* GGUF applied the architecture's features itself (with its metadata) */
+    if (rc == 0 && m->format != QE_FMT_GGUF && qe_arch_find(m->cfg.arch))
+        rc = qe_arch_apply(m, NULL, err);
     if (rc == 0 && !(opts && opts->no_validate))
         rc = qe_model_validate(m, err);
     if (rc) {

@@ -66,6 +66,30 @@ typedef struct qe_config {
                                 rotation frequency) is present: Llama 3.1-style scaling as
                                 llama.cpp's converter writes it; use it instead of the
                                 rope_llama3_* parameters when set */
+    /* Architecture features (harness/model/arch.h: filled by qe_arch_apply from the
+     * architecture's descriptor and the metadata; the forward pass reads only these): */
+    int ffn_act;             /* enum qe_ffn_act */
+    bool qk_norm;            /* attn_q_norm / attn_k_norm (head_dim) */
+    bool post_norms;         /* post_attention_norm / post_ffw_norm */
+    bool fused_qkv;          /* attn_qkv (n_embd, q_dim + 2 kv_dim), rows q | k | v */
+    bool fused_gate_up;      /* ffn_up (n_embd, 2 n_ff), rows gate | up; no ffn_gate */
+    bool q_prescale;         /* attention scale applied to q after RoPE */
+    bool has_rope_factors;   /* rope_factors_long / rope_factors_short (n_rot/2) */
+    float embd_scale;        /* input embeddings times this (1 = none) */
+    float attn_scale;        /* q.k scale, 1/sqrt(head_dim) unless the architecture says */
+    float attn_softcap;      /* scores -> c*tanh(s/c) before the mask (0 = none) */
+    float final_softcap;     /* logits -> c*tanh(l/c) (0 = none) */
+    float rope_attn_factor;  /* RoPE cos/sin multiplier (rope.scaling.attn_factor; 1 = none) */
+    int n_swa;               /* sliding window: key at p0 masked for query p1 when
+                                p1 - p0 >= n_swa (0 = none) */
+    int swa_pattern;         /* 1: every layer local; n > 1: layer l local when l % n < n-1 */
+    float rope_freq_base_swa, rope_freq_scale_swa; /* RoPE of the local layers */
+    int n_expert;            /* experts per layer (0 = dense FFN) */
+    int n_expert_used;       /* top-k */
+    int n_ff_exp;            /* expert width */
+    bool moe_norm_topk;      /* top-k weights renormalised to sum 1 */
+    int n_ff_shexp;          /* shared expert width (0 = none): output times
+                                sigmoid(ffn_gate_inp_shexp . x) */
 } qe_config;
 
 typedef struct qe_tensor {

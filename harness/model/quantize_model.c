@@ -108,6 +108,7 @@ qe_model *qe_model_quantize(const qe_model *ref, const qe_quant_opts *opts, qe_q
     mo.n_layer = ref->cfg.n_layer;
     mo.n_head = ref->cfg.n_head;
     mo.n_head_kv = ref->cfg.n_head_kv;
+    mo.n_expert = ref->cfg.n_expert;
     if (qe_mix_plan(&mo, mt, n, ch, err))
         goto fail;
 

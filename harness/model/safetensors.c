@@ -13,6 +13,8 @@
  */
 #include "safetensors.h"
 
+#include "arch.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -310,12 +312,93 @@ static int cfg_int(const cJSON *o, const char *key, bool required, int *out, con
     return 0;
 }
 
+/* Optional positive float (null = absent); *out unchanged when absent. */
+static int cfg_pos(const cJSON *o, const char *key, float *out, const char *name, qe_err *err)
+{
+    double d;
+    bool present;
+    if (!cfg_num(o, key, &d, &present, name, err))
+        return QE_EJSON;
+    if (!present)
+        return 0;
+    if (!(d > 0.0) || !isfinite(d))
+        return qe_err_set(err, QE_EJSON, "%s: \"%s\": expected a positive number, got %g", name,
+                          key, d);
+    *out = (float)d;
+    return 0;
+}
+
+/* The config.json fields of the architecture features (experts, window,
+ * soft-caps, local RoPE base, partial rotary, LongRoPE attention factor),
+ * as convert_hf_to_gguf.py writes them into GGUF keys. */
+static int hf_arch_fields(const cJSON *o, qe_config *c, const qe_arch_desc *d, const char *name,
+                          qe_err *err)
+{
+    int rc;
+    if (d->flags & QE_ARCH_MOE) {
+        c->n_expert = 0;
+        if ((rc = cfg_int(o, "num_local_experts", false, &c->n_expert, name, err)) ||
+            (rc = cfg_int(o, "num_experts", false, &c->n_expert, name, err)) ||
+            (rc = cfg_int(o, "num_experts_per_tok", false, &c->n_expert_used, name, err)))
+            return rc;
+        c->n_ff_exp = c->n_ff;
+        if ((rc = cfg_int(o, "moe_intermediate_size", false, &c->n_ff_exp, name, err)) ||
+            (rc = cfg_int(o, "shared_expert_intermediate_size", false, &c->n_ff_shexp, name,
+                          err)))
+            return rc;
+        if (c->n_expert > 0 && c->n_expert_used == 0)
+            return qe_err_set(err, QE_ENOTFOUND, "%s: missing \"num_experts_per_tok\" (%d "
+                              "experts)", name, c->n_expert);
+    }
+    if (d->swa_pattern && (rc = cfg_int(o, "sliding_window", false, &c->n_swa, name, err)))
+        return rc;
+    if (d->swa_pattern > 1 &&
+        (rc = cfg_int(o, "sliding_window_pattern", false, &c->swa_pattern, name, err)))
+        return rc;
+    if (d->flags & QE_ARCH_SOFTCAP) {
+        c->attn_softcap = c->final_softcap = 0.0f; /* null in config.json: none */
+        if ((rc = cfg_pos(o, "attn_logit_softcapping", &c->attn_softcap, name, err)) ||
+            (rc = cfg_pos(o, "final_logit_softcapping", &c->final_softcap, name, err)))
+            return rc;
+    }
+    if (d->flags & QE_ARCH_SWA_BASE) {
+        c->rope_freq_base_swa = 10000.0f;
+        if ((rc = cfg_pos(o, "rope_local_base_freq", &c->rope_freq_base_swa, name, err)))
+            return rc;
+    }
+    if (d->flags & QE_ARCH_ROPE_FACTORS) {
+        double prf = 1.0;
+        bool present;
+        if (!cfg_num(o, "partial_rotary_factor", &prf, &present, name, err))
+            return QE_EJSON;
+        if (present) {
+            if (!(prf > 0.0 && prf <= 1.0))
+                return qe_err_set(err, QE_EJSON, "%s: \"partial_rotary_factor\": expected (0, 1], "
+                                  "got %g", name, prf);
+            c->n_rot = (int)(prf * c->n_embd) / c->n_head; /* the converter's rope_dims */
+        }
+        int orig = 0;
+        if ((rc = cfg_int(o, "original_max_position_embeddings", false, &orig, name, err)))
+            return rc;
+        c->rope_llama3_orig_ctx = orig;
+        c->rope_attn_factor = 1.0f;
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "rope_scaling");
+        if (orig > 0 && c->n_ctx_train > orig && cJSON_IsObject(rs)) {
+            /* convert_hf_to_gguf.py (Phi3MiniModel): sqrt(1 + ln(scale) / ln(orig)) */
+            const double scale = (double)c->n_ctx_train / orig;
+            c->rope_attn_factor = (float)sqrt(1.0 + log(scale) / log((double)orig));
+        }
+    }
+    return 0;
+}
+
 int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *c, qe_err *err)
 {
     cJSON *root = cJSON_ParseWithLength(json, n);
     if (!root)
         return qe_err_set(err, QE_EJSON, "%s: malformed JSON", name);
     int rc = 0;
+    cJSON *top = NULL; /* the parsed document (root may move to text_config) */
     if (!cJSON_IsObject(root)) {
         rc = qe_err_set(err, QE_EJSON, "%s: expected a JSON object", name);
         goto out;
@@ -325,18 +408,32 @@ int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *
         rc = qe_err_set(err, QE_EJSON, "%s: \"model_type\": expected a string", name);
         goto out;
     }
-    if (strcmp(mt->valuestring, "llama") == 0 || strcmp(mt->valuestring, "mistral") == 0) {
-        qe_strlcpy(c->arch, "llama", sizeof c->arch);
-        c->rope_kind = QE_ROPE_NORM;
-    } else if (strcmp(mt->valuestring, "qwen2") == 0) {
-        qe_strlcpy(c->arch, "qwen2", sizeof c->arch);
-        c->rope_kind = QE_ROPE_NEOX;
-    } else {
+    /* HF model_type -> GGUF architecture (as convert_hf_to_gguf.py) */
+    static const struct {
+        const char *mt, *arch;
+    } k_types[] = {{"llama", "llama"},     {"mistral", "llama"},   {"mixtral", "llama"},
+                   {"qwen2", "qwen2"},     {"qwen3", "qwen3"},     {"qwen3_moe", "qwen3moe"},
+                   {"gemma2", "gemma2"},   {"gemma3_text", "gemma3"}, {"gemma3", "gemma3"},
+                   {"phi3", "phi3"}};
+    const char *arch = NULL;
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0] && !arch; i++)
+        if (strcmp(mt->valuestring, k_types[i].mt) == 0)
+            arch = k_types[i].arch;
+    if (!arch) {
         rc = qe_err_set(err, QE_EUNSUPPORTED,
-                        "%s: \"model_type\": '%.40s' not supported (llama, mistral, qwen2)", name,
+                        "%s: \"model_type\": '%.40s' not supported (llama, mistral, mixtral, "
+                        "qwen2, qwen3, qwen3_moe, gemma2, gemma3_text, gemma3, phi3)", name,
                         mt->valuestring);
         goto out;
     }
+    qe_strlcpy(c->arch, arch, sizeof c->arch);
+    const qe_arch_desc *desc = qe_arch_find(arch);
+    c->rope_kind = desc->rope_kind;
+    /* Gemma3ForConditionalGeneration: the text model's settings */
+    top = root;
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+    if (strcmp(mt->valuestring, "gemma3") == 0 && cJSON_IsObject(tc))
+        root = (cJSON *)tc;
     if ((rc = cfg_int(root, "hidden_size", true, &c->n_embd, name, err)) ||
         (rc = cfg_int(root, "intermediate_size", true, &c->n_ff, name, err)) ||
         (rc = cfg_int(root, "num_hidden_layers", true, &c->n_layer, name, err)) ||
@@ -422,12 +519,18 @@ int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *
             c->rope_llama3_low_freq = (float)lo;
             c->rope_llama3_high_freq = (float)hi;
             c->rope_llama3_orig_ctx = (int)orig;
+        } else if (desc->flags & QE_ARCH_ROPE_FACTORS && (strcmp(ty->valuestring, "longrope") == 0 ||
+                                                          strcmp(ty->valuestring, "su") == 0)) {
+            /* LongRoPE: the loader adds rope_factors_long/short from the
+             * factor lists; hf_arch_fields sets the attention factor */
         } else if (strcmp(ty->valuestring, "default") != 0) {
             rc = qe_err_set(err, QE_EUNSUPPORTED, "%s: \"rope_scaling\": type '%.40s' not "
                             "supported (linear, llama3)", name, ty->valuestring);
             goto out;
         }
     }
+    if ((rc = hf_arch_fields(root, c, desc, name, err)))
+        goto out;
     if (c->n_head % c->n_head_kv != 0 || c->head_dim < 2 || c->head_dim % 2 != 0) {
         rc = qe_err_set(err, QE_EJSON, "%s: num_attention_heads %d, num_key_value_heads %d, "
                         "head_dim %d: expected heads a multiple of kv heads, even head_dim",
@@ -435,7 +538,7 @@ int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *
         goto out;
     }
 out:
-    cJSON_Delete(root);
+    cJSON_Delete(top ? top : root);
     return rc;
 }
 
@@ -508,15 +611,192 @@ static int add_llama3_rope_freqs(qe_model *m, qe_err *err)
     return rc;
 }
 
+/* Per-expert HF tensors stacked into one 3-D GGUF tensor (n_expert slices
+ * of {n_in, n_out}); filled across shards, added to the model at the end. */
+typedef struct expert_stack {
+    char name[96];
+    int type;
+    int64_t ne[3];
+    size_t slice_nbytes;
+    uint8_t *data;  /* owned until added */
+    uint8_t *seen;  /* (n_expert) */
+    int n_seen;
+} expert_stack;
+
+typedef struct stacks {
+    expert_stack *s;
+    int n, cap;
+} stacks;
+
+static void stacks_free(stacks *st)
+{
+    for (int i = 0; i < st->n; i++) {
+        free(st->s[i].data);
+        free(st->s[i].seen);
+    }
+    free(st->s);
+}
+
+static int stack_put(qe_model *m, stacks *st, const char *file, const char *hf_name,
+                     const char *gname, int expert, int type, const int64_t ne[2],
+                     const void *src, size_t nbytes, qe_err *err)
+{
+    const int X = m->cfg.n_expert;
+    if (X <= 0 || expert >= X)
+        return qe_err_set(err, QE_EFORMAT, "%s: tensor '%s': expert %d, but config.json has %d "
+                          "experts (num_local_experts / num_experts)", file, hf_name, expert, X);
+    expert_stack *e = NULL;
+    for (int i = 0; i < st->n && !e; i++)
+        if (strcmp(st->s[i].name, gname) == 0)
+            e = &st->s[i];
+    if (!e) {
+        if (st->n == st->cap) {
+            int nc = st->cap ? 2 * st->cap : 16;
+            expert_stack *p = realloc(st->s, (size_t)nc * sizeof *p);
+            if (!p)
+                return qe_err_set(err, QE_ENOMEM, "%s: out of memory", file);
+            st->s = p;
+            st->cap = nc;
+        }
+        e = &st->s[st->n];
+        memset(e, 0, sizeof *e);
+        qe_strlcpy(e->name, gname, sizeof e->name);
+        e->type = type;
+        e->ne[0] = ne[0];
+        e->ne[1] = ne[1];
+        e->ne[2] = X;
+        e->slice_nbytes = nbytes;
+        if (nbytes > SIZE_MAX / (size_t)X ||
+            !(e->data = malloc(nbytes * (size_t)X)) || !(e->seen = calloc((size_t)X, 1))) {
+            free(e->data);
+            return qe_err_set(err, QE_ENOMEM, "%s: out of memory stacking '%s'", file, gname);
+        }
+        st->n++;
+    }
+    if (e->type != type || e->ne[0] != ne[0] || e->ne[1] != ne[1] || e->slice_nbytes != nbytes)
+        return qe_err_set(err, QE_ESHAPE, "%s: tensor '%s': shape/dtype differs from the other "
+                          "experts of '%s'", file, hf_name, gname);
+    if (e->seen[expert])
+        return qe_err_set(err, QE_EFORMAT, "%s: tensor '%s' appears twice", file, hf_name);
+    memcpy(e->data + (size_t)expert * nbytes, src, nbytes);
+    e->seen[expert] = 1;
+    e->n_seen++;
+    return 0;
+}
+
+/* Add the complete stacks to m (each must have every expert). */
+static int stacks_add(qe_model *m, stacks *st, const char *path, qe_err *err)
+{
+    for (int i = 0; i < st->n; i++) {
+        expert_stack *e = &st->s[i];
+        if (e->n_seen != e->ne[2]) {
+            int miss = 0;
+            while (miss < e->ne[2] && e->seen[miss])
+                miss++;
+            return qe_err_set(err, QE_ENOTFOUND, "%s: '%s': expert %d of %lld is missing", path,
+                              e->name, miss, (long long)e->ne[2]);
+        }
+        int rc = qe_model_add_tensor(m, e->name, e->type, 3, e->ne, e->data, e->data, err);
+        if (rc)
+            return rc;
+        e->data = NULL; /* the model owns it */
+    }
+    return 0;
+}
+
+/* Gemma's converter stores norm weights as 1 + w, computed in the
+ * checkpoint's dtype (then written as F32). */
+static float *gemma_norm_plus_one(const uint8_t *src, int dtype, int64_t n)
+{
+    float *out = malloc((size_t)(n ? n : 1) * sizeof *out);
+    if (!out)
+        return NULL;
+    const int qt = dtype == QE_ST_F32 ? QE_TYPE_F32 : dtype == QE_ST_F16 ? QE_TYPE_F16
+                                                                         : QE_TYPE_BF16;
+    const qe_type_traits *tr = qe_type_get(qt);
+    tr->to_float(src, out, n);
+    for (int64_t i = 0; i < n; i++) {
+        out[i] += 1.0f;
+        if (dtype == QE_ST_F16)
+            out[i] = qe_fp16_to_fp32(qe_fp32_to_fp16(out[i]));
+        else if (dtype == QE_ST_BF16)
+            out[i] = qe_bf16_to_fp32(qe_fp32_to_bf16(out[i]));
+    }
+    return out;
+}
+
+/* LongRoPE (Phi-3): rope_scaling.long_factor / short_factor lists of
+ * config.json -> rope_factors_long/short.weight (n_rot/2 F32 each), as
+ * convert_hf_to_gguf.py writes them.  Nothing when rope_scaling is null. */
+static int add_longrope_factors(qe_model *m, const char *cfg_path, qe_err *err)
+{
+    char *txt = NULL;
+    size_t n;
+    int rc = qe_read_file(cfg_path, &txt, &n, err);
+    if (rc)
+        return rc;
+    cJSON *root = cJSON_ParseWithLength(txt, n);
+    free(txt);
+    if (!root)
+        return qe_err_set(err, QE_EJSON, "%s: malformed JSON", cfg_path);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const int64_t want = m->cfg.n_rot / 2;
+    static const char *const keys[2] = {"long_factor", "short_factor"};
+    static const char *const names[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
+    for (int k = 0; k < 2 && rc == 0 && cJSON_IsObject(rs); k++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(rs, keys[k]);
+        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != want) {
+            rc = qe_err_set(err, QE_EJSON, "%s: \"rope_scaling\".\"%s\": expected an array of "
+                            "%lld numbers (rotary dims / 2)", cfg_path, keys[k], (long long)want);
+            break;
+        }
+        float *v = malloc((size_t)want * sizeof *v);
+        if (!v) {
+            rc = qe_err_set(err, QE_ENOMEM, "out of memory");
+            break;
+        }
+        int i = 0;
+        for (const cJSON *e = a->child; e; e = e->next, i++) {
+            if (!cJSON_IsNumber(e) || !(e->valuedouble > 0.0)) {
+                rc = qe_err_set(err, QE_EJSON, "%s: \"rope_scaling\".\"%s\"[%d]: expected a "
+                                "positive number", cfg_path, keys[k], i);
+                break;
+            }
+            v[i] = (float)e->valuedouble;
+        }
+        if (rc == 0)
+            rc = qe_model_add_tensor(m, names[k], QE_TYPE_F32, 1, &want, v, v, err);
+        if (rc)
+            free(v);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
 /* Add every tensor of one parsed shard to m. */
 static int add_shard_tensors(qe_model *m, const char *file, const qe_map *map,
-                             const qe_st_header *h, bool permute_qk, int *ftype_mask, qe_err *err)
+                             const qe_st_header *h, bool permute_qk, int *ftype_mask,
+                             stacks *stk, qe_err *err)
 {
     const qe_config *c = &m->cfg;
+    const bool gemma = strncmp(c->arch, "gemma", 5) == 0;
     for (int i = 0; i < h->n_tensors; i++) {
         const qe_st_tensor *st = &h->tensors[i];
-        char gname[96];
-        int r = qe_hf_name_to_gguf(st->name, gname, sizeof gname);
+        char gname[96], hf[256];
+        /* Gemma3ForConditionalGeneration: the text model only */
+        const char *nm = st->name;
+        if (strncmp(nm, "vision_tower.", 13) == 0 || strncmp(nm, "multi_modal_projector.", 22) == 0 ||
+            strncmp(nm, "model.vision_tower.", 19) == 0 ||
+            strncmp(nm, "model.multi_modal_projector.", 28) == 0)
+            continue;
+        if (strncmp(nm, "language_model.", 15) == 0)
+            nm += 15;
+        else if (strncmp(nm, "model.language_model.", 21) == 0) {
+            snprintf(hf, sizeof hf, "model.%s", nm + 21);
+            nm = hf;
+        }
+        int expert = -1;
+        int r = qe_hf_name_to_gguf_arch(c->arch, nm, gname, sizeof gname, &expert);
         if (r == 0) {
             size_t ln = strlen(st->name);
             if (ln >= 19 && strcmp(st->name + ln - 19, "rotary_emb.inv_freq") == 0)
@@ -546,6 +826,27 @@ static int add_shard_tensors(qe_model *m, const char *file, const qe_map *map,
             ne[d] = st->shape[st->n_dims - 1 - d];
         const uint8_t *src = map->data + h->data_offset + st->begin;
         size_t esz = qe_st_dtype_size(st->dtype), nbytes = (size_t)(st->end - st->begin);
+        if (expert >= 0) {
+            if (st->n_dims != 2)
+                return qe_err_set(err, QE_ESHAPE, "%s: tensor '%s': %u dims, expected 2 (one "
+                                  "expert's matrix)", file, st->name, st->n_dims);
+            int rc = stack_put(m, stk, file, st->name, gname, expert, type, ne, src, nbytes, err);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (gemma && st->n_dims == 1 && strlen(gname) > 11 &&
+            strcmp(gname + strlen(gname) - 11, "norm.weight") == 0) {
+            float *v = gemma_norm_plus_one(src, st->dtype, ne[0]);
+            if (!v)
+                return qe_err_set(err, QE_ENOMEM, "%s: out of memory", file);
+            int rc = qe_model_add_tensor(m, gname, QE_TYPE_F32, 1, ne, v, v, err);
+            if (rc) {
+                free(v);
+                return qe_err_prefix(err, "%s", file);
+            }
+            continue;
+        }
         bool is_q = strstr(gname, ".attn_q.") != NULL, is_k = strstr(gname, ".attn_k.") != NULL;
         bool perm = permute_qk && (is_q || is_k);
         void *owned = NULL;
@@ -670,6 +971,7 @@ int qe_safetensors_load(qe_model *m, const char *path, const qe_load_opts *opts,
     qe_strlcpy(m->cfg.name, b ? b + 1 : dir, sizeof m->cfg.name);
     bool permute_qk = strcmp(m->cfg.arch, "llama") == 0;
     int ftype_mask = 0;
+    stacks stk = {0};
 
     if (single[0]) {
         const qe_map *map;
@@ -678,10 +980,12 @@ int qe_safetensors_load(qe_model *m, const char *path, const qe_load_opts *opts,
             return rc;
         if ((rc = qe_safetensors_parse_header(map->data, map->nbytes, single, &h, err)))
             return rc;
-        rc = add_shard_tensors(m, single, map, &h, permute_qk, &ftype_mask, err);
+        rc = add_shard_tensors(m, single, map, &h, permute_qk, &ftype_mask, &stk, err);
         qe_safetensors_header_free(&h);
-        if (rc)
+        if (rc) {
+            stacks_free(&stk);
             return rc;
+        }
     } else {
         cJSON *index = NULL;
         char **names = NULL;
@@ -709,14 +1013,25 @@ int qe_safetensors_load(qe_model *m, const char *path, const qe_load_opts *opts,
                                     "this shard", shard, e->string, index_path);
             }
             if (!rc)
-                rc = add_shard_tensors(m, shard, map, &h, permute_qk, &ftype_mask, err);
+                rc = add_shard_tensors(m, shard, map, &h, permute_qk, &ftype_mask, &stk, err);
             qe_safetensors_header_free(&h);
         }
         for (int k = 0; k < n_names; k++)
             free(names[k]);
         free(names);
         cJSON_Delete(index);
-        if (rc)
+        if (rc) {
+            stacks_free(&stk);
+            return rc;
+        }
+    }
+    rc = stacks_add(m, &stk, path, err);
+    stacks_free(&stk);
+    if (rc)
+        return rc;
+    if (m->cfg.has_rope_factors || (qe_arch_find(m->cfg.arch)->flags & QE_ARCH_ROPE_FACTORS)) {
+        snprintf(buf, sizeof buf, "%s/config.json", dir);
+        if ((rc = add_longrope_factors(m, buf, err)))
             return rc;
     }
 

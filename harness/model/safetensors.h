@@ -74,7 +74,11 @@ int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *
  * -> "blk.3.ffn_up.weight").  Returns 1 when mapped, 0 when the name is unknown,
  * QE_EFORMAT when the result does not fit in cap. */
 int qe_hf_name_to_gguf(const char *hf, char *out, size_t cap);
-/* The reverse (used by tests and writers); same returns. */
+/* Architecture-aware form (gemma's norms, experts): *expert = the expert
+ * index for a per-expert tensor (stacked into the 3-D GGUF tensor), else -1. */
+int qe_hf_name_to_gguf_arch(const char *arch, const char *hf, char *out, size_t cap,
+                            int *expert);
+/* The reverse for the llama rows (used by tests and writers); same returns. */
 int qe_gguf_name_to_hf(const char *gguf, char *out, size_t cap);
 
 #endif /* QE_SAFETENSORS_H */
