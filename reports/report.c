@@ -1109,6 +1109,13 @@ static void svg_close(FILE *out, const char *caption)
     fprintf(out, "</figcaption></figure>\n");
 }
 
+/* The smallest of 1, 2, 5 x 10^k that is >= raw (raw > 0). */
+static double nice_step(double raw)
+{
+    double p = pow(10.0, floor(log10(raw))), f = raw / p;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+}
+
 /* Tick label of the decade 10^k: "0.001" ... "1000" near 1, "1e-06" beyond. */
 static void decade_label(int k, char *buf, size_t n)
 {
@@ -1185,7 +1192,7 @@ static void svg_scatter(FILE *out, const char *id, const char *title, const char
                         const char *yl, const double *x, const double *y, char (*labels)[64],
                         int n, bool logy)
 {
-    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, lstep = 1;
     int m = 0;
     for (int i = 0; i < n; i++) {
         if (!isfinite(x[i]) || !isfinite(y[i]) || (logy && y[i] <= 0))
@@ -1209,7 +1216,11 @@ static void svg_scatter(FILE *out, const char *id, const char *title, const char
             y0 = 0;
         if (y1 <= y0)
             y1 = y0 + 1;
-        y1 += 0.05 * (y1 - y0);
+        /* round ticks: a step of 1, 2 or 5 times a power of ten, at most 6
+         * intervals, and the axis widened to whole steps */
+        lstep = nice_step((y1 - y0) / 5);
+        y0 = floor(y0 / lstep) * lstep;
+        y1 = ceil(y1 / lstep) * lstep;
     }
     x0 = floor(x0) - 0.5, x1 = ceil(x1) + 0.5;
     double pw = SVG_W - PAD_L - PAD_R, ph = SVG_H - PAD_T - PAD_B;
@@ -1230,10 +1241,11 @@ static void svg_scatter(FILE *out, const char *id, const char *title, const char
                     PY((double)k) + 4, lab);
         }
     } else {
-        for (int t = 0; t <= 4; t++) {
-            double v = y0 + (y1 - y0) * t / 4.0;
+        int nt = (int)lround((y1 - y0) / lstep);
+        for (int t = 0; t <= nt; t++) {
+            double v = y0 + lstep * t;
             char lab[32];
-            snprintf(lab, sizeof lab, "%.3g", v);
+            snprintf(lab, sizeof lab, "%.6g", fabs(v) < 1e-9 * lstep ? 0.0 : v);
             fprintf(out, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"g\"/>"
                          "<text x=\"%d\" y=\"%.1f\" class=\"k ke\">%s</text>\n",
                     PAD_L, PY(v), SVG_W - PAD_R, PY(v), PAD_L - 4, PY(v) + 4, lab);

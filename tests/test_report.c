@@ -615,6 +615,18 @@ TEST(cliff_labels_and_ticks)
                 nt++;
             }
             CHECKF(nt >= 3, "%d ticks", nt);
+        } else { /* linear axis: equally spaced at 1, 2 or 5 x 10^k, on multiples of it */
+            double tv[16];
+            int nt = 0;
+            for (const char *p = a; (p = strstr(p, "class=\"k ke\">")) && p < z && nt < 16; p++)
+                tv[nt++] = strtod(p + 13, NULL);
+            REQUIRE(nt >= 3, "%d ticks", nt);
+            double st = tv[1] - tv[0], ex = floor(log10(st)), f = st / pow(10, ex);
+            CHECKF(fabs(f - 1) < 1e-9 || fabs(f - 2) < 1e-9 || fabs(f - 5) < 1e-9, "step %g", st);
+            for (int i = 0; i < nt; i++)
+                CHECKF(fabs(tv[i] / st - round(tv[i] / st)) < 1e-6 &&
+                           (i == 0 || fabs(tv[i] - tv[i - 1] - st) < 1e-9 * st),
+                       "tick %d = %g (step %g)", i, tv[i], st);
         }
     }
     free(h);

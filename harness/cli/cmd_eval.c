@@ -93,7 +93,9 @@ static int eval_into_db(const char *gguf, const char *ref, const char *db, const
     qe_store *s = qe_store_open(db, &err);
     if (!s)
         return qe_report_error("eval", &err);
-    int rc = qe_report_render(s, run_id, "table", stdout, &err);
+    /* the run's summary, as `qeval run` prints it (`qeval report` adds the per-task table) */
+    qe_render_opts ro = {.format = "table", .adjust = QE_ADJUST_HOLM, .per_task = false};
+    int rc = qe_report_render_ex(s, run_id, &ro, stdout, &err);
     qe_store_close(s);
     return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
 }

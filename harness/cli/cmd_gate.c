@@ -1,7 +1,7 @@
 /*
  * cmd_gate.c: `qeval gate --baseline REF`: the CI gate.  Exit 0 when no
  * check regresses, 1 when a check is both beyond its threshold and
- * significant (p < alpha), 2 on usage errors (reports/compare.c).
+ * significant (adjusted p < alpha, Holm by default), 2 on usage errors (reports/compare.c).
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,9 +20,10 @@ static const char USAGE[] =
     "\n"
     "Compare a candidate (default: the latest run) against a baseline, pairing\n"
     "items.  REF is a run (variants matched by name) or RUN:VARIANT.  A check\n"
-    "fails only if it is beyond its threshold AND significant (p < alpha):\n"
+    "fails only if it is beyond its threshold AND significant (adjusted p < alpha):\n"
     "  PPL     relative increase in %, paired bootstrap over items\n"
-    "  KLD     increase of mean KLD over the baseline's, in nats, paired bootstrap\n"
+    "  KLD     increase of mean KLD over the baseline's, in nats, paired bootstrap (the\n"
+    "          text, and generation tasks teacher-forced on the reference's outputs)\n"
     "  acc     drop in percentage points, McNemar's exact test\n"
     "  flips   (with --max-flips) share of items the baseline got right and the\n"
     "          candidate wrong, in %, one-sided exact binomial test against PCT\n"
