@@ -5,6 +5,7 @@
  */
 #include "runner.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 
 #include "../../quant/quant.h"
 #include "../../quant/recipe.h"
+#include "../chat/chat.h"
 #include "../eval/lm.h"
 #include "../eval/task.h"
 #include "../infer/ppl.h"
@@ -89,6 +91,8 @@ typedef struct runner {
     task_spec *ts;
     int n_ts;
     long long unit_index;  /* running counter over all units (sharding) */
+    const qe_chat_template *chat; /* --chat's, or the model's for "chat": true specs */
+    qe_chat_template *chat_own;
     long long n_run, n_skipped, n_done_before;
 } runner;
 
@@ -206,6 +210,10 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
     int64_t n_docs = (int64_t)t->docs.n;
     qe_unit u = {r->run_id, vid, ts->id, k, n_docs, K};
     qe_eval_opts eo = {0};
+    if (r->o->chat || t->chat || (r->suite && r->suite->chat))
+        eo.chat = r->chat;
+    eo.chat_system = r->o->chat_system;
+    eo.chat_vars = r->o->chat_vars;
     eo.shard_i = k;
     eo.shard_n = K;
     if (ts->limit > 0) {
@@ -669,11 +677,40 @@ static void runner_free(runner *r)
         qe_task_free(r->ts[i].t);
     free(r->ts);
     qe_suite_free(r->suite);
+    qe_chat_template_free(r->chat_own);
     free(r->tokens);
     if (r->imatrix)
         qe_imatrix_free(r->imatrix);
     qe_model_free(r->ref);
     qe_store_close(r->s);
+}
+
+/* Does a suite or task spec of the run ask for its chat template ("chat": true)? */
+static bool specs_want_chat(const qe_run_opts *o)
+{
+    bool want = false;
+    qe_err e = {0};
+    if (o->suite) {
+        qe_suite *s = qe_suite_load_name(o->suite, &e);
+        for (int k = 0; s && k < s->n && !want; k++) {
+            qe_task *t = qe_task_load_name(s->entries[k].task, &e);
+            want = t && t->chat;
+            qe_task_free(t);
+        }
+        want = want || (s && s->chat);
+        qe_suite_free(s);
+    }
+    if (o->tasks && !want) {
+        char *dup = strdup(o->tasks), *save = NULL;
+        for (char *tk = dup ? strtok_r(dup, ",", &save) : NULL; tk && !want;
+             tk = strtok_r(NULL, ",", &save)) {
+            qe_task *t = qe_task_load_name(tk, &e);
+            want = t && t->chat;
+            qe_task_free(t);
+        }
+        free(dup);
+    }
+    return want; /* load errors are reported later, where the specs are loaded for real */
 }
 
 int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
@@ -748,10 +785,30 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
         snprintf(quants + l, sizeof quants - l, "%s%s%s%.12s", i ? "," : "", r.vs[i].name,
                  r.vs[i].recipe_sha[0] ? "#" : "", r.vs[i].recipe_sha);
     }
-    char suite[512];
-    snprintf(suite, sizeof suite, "%s%s%s ctx=%d text=%s", o->suite ? o->suite : "",
+    char suite[512], chat_id[128] = "";
+    r.chat = o->chat;
+    if (!r.chat && specs_want_chat(o)) {
+        if (!(r.chat_own = qe_chat_template_load(o->model_path, NULL, NULL, err))) {
+            rc = err ? err->code : QE_ENOTFOUND;
+            goto out;
+        }
+        r.chat = r.chat_own;
+    }
+    if (r.chat) {
+        /* a run through another template, system message or variables is another run */
+        char *vars = o->chat_vars ? cJSON_PrintUnformatted(o->chat_vars) : NULL;
+        char sys_sha[65] = "", vars_sha[65] = "";
+        if (o->chat_system)
+            qe_sha256_hex(o->chat_system, strlen(o->chat_system), sys_sha);
+        if (vars && strcmp(vars, "{}") != 0)
+            qe_sha256_hex(vars, strlen(vars), vars_sha);
+        snprintf(chat_id, sizeof chat_id, " chat=%.16s%s%.8s%s%.8s", r.chat->sha256,
+                 sys_sha[0] ? " system=" : "", sys_sha, vars_sha[0] ? " vars=" : "", vars_sha);
+        free(vars);
+    }
+    snprintf(suite, sizeof suite, "%s%s%s ctx=%d text=%s%s", o->suite ? o->suite : "",
              o->suite && o->tasks ? "+" : "", o->tasks ? o->tasks : "", r.n_ctx,
-             o->text_path ? o->text_path : "default");
+             o->text_path ? o->text_path : "default", chat_id);
     /* the model's own name, or its file stem when the metadata has none */
     char mname[128];
     if (r.ref->cfg.name[0] && strcmp(r.ref->cfg.name, r.ref->cfg.arch) != 0) {
