@@ -16,7 +16,7 @@
 
 static char *render(const char *src, const char *ctx_json, int *rc, qe_err *err)
 {
-    cJSON *ctx = ctx_json ? cJSON_Parse(ctx_json) : NULL;
+    cJSON *ctx = ctx_json ? qe_jinja_json_parse(ctx_json, strlen(ctx_json), NULL) : NULL;
     char *out = NULL;
     size_t n = 0;
     qe_err_clear(err);
@@ -68,7 +68,8 @@ TEST(peer_suite)
     REQUIRE(buf && fread(buf, 1, (size_t)sz, fp) == (size_t)sz, "read %s", path);
     buf[sz] = 0;
     fclose(fp);
-    cJSON *cases = cJSON_Parse(buf);
+    /* parsed like `qeval template --context`: 1.0 stays a float */
+    cJSON *cases = qe_jinja_json_parse(buf, (size_t)sz, NULL);
     free(buf);
     REQUIRE(cJSON_IsArray(cases), "cases.json is an array");
     setenv("SOURCE_DATE_EPOCH", "1752148800", 1);
@@ -97,7 +98,7 @@ TEST(peer_suite)
     }
     unsetenv("SOURCE_DATE_EPOCH");
     printf("  peer suite: %d/%d cases byte for byte\n", pass, n);
-    CHECK(n == 36);
+    CHECK(n >= 36);
     cJSON_Delete(cases);
 }
 
@@ -236,6 +237,15 @@ static const struct {
     {"{{ strftime_now(\"%Y-%m-%d %d %B %Y\") }}\n",
      NULL,
      "2025-07-10 10 July 2025"},
+    {"{{ \"%s-%d\" % (\"a\", 3) }}|{{ \"%s!\" % \"x\" }}|{{ \"%.2f\" % 3.14159 }}|{{ \"%05d|%x|%5s|%-5s|\" % (42, 255, \"ab\", \"cd\") }}|{{ \"%s and %r\"|format(\"a\", \"b\") }}|{{ \"%d%%\" % 50 }}",
+     NULL,
+     "a-3|x!|3.14|00042|ff|   ab|cd   ||a and 'b'|50%"},
+    {"{{ x }} {{ x|tojson }} {{ y }} {{ z }} {{ w|tojson }} {{ n }}",
+     "{\"x\": 1.0, \"y\": [1.0, 2, -3.5, 2e3], \"z\": {\"t\": 0.0}, \"w\": {\"a\": [1.50, 10]}, \"n\": -0}",
+     "1.0 1.0 [1.0, 2, -3.5, 2000.0] {'t': 0.0} {\"a\": [1.5, 10]} 0"},
+    {"{{ \"Élan Über ÀÇÑ straße Ωμέγα Привет\"|upper }}|{{ \"Élan Über ÀÇÑ ΩΜΈΓΑ ПРИВЕТ Ÿ\"|lower }}|{{ \"élan über-café (ñandú)\"|title }}|{{ \"élan über-café\".title() }}|{{ \"éLAN\"|capitalize }}|{{ \"ÉlAn\".swapcase() }}\n",
+     NULL,
+     "ÉLAN ÜBER ÀÇÑ STRASSE ΩΜΈΓΑ ПРИВЕТ|élan über àçñ ωμέγα привет ÿ|Élan Über-Café (Ñandú)|Élan Über-Café|Élan|éLaN"},
 };
 
 TEST(language)

@@ -2757,6 +2757,8 @@ static void eval_args(R *r, jframe *f, const jnode *n, jargs *a)
 
 /* --- arithmetic --- */
 
+static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a);
+
 static jval arith(R *r, const jnode *at, int op, const jval *a, const jval *b)
 {
     static const char *const opn[] = {"+", "-", "*", "/", "//", "%", "**", "~"};
@@ -2841,6 +2843,17 @@ static jval arith(R *r, const jnode *at, int op, const jval *a, const jval *b)
         case OP_POW: return v_float(pow(x, y));
         }
     }
+    if (op == OP_MOD && a->t == T_STR) { /* printf-style formatting */
+        jargs fa = {0};
+        if (b->t == T_LIST && b->u.l->tuple) {
+            fa.pos = b->u.l->v;
+            fa.npos = b->u.l->n;
+        } else {
+            fa.pos = (jval *)b;
+            fa.npos = 1;
+        }
+        return do_format(r, at, a->u.s, &fa);
+    }
     if (op == OP_ADD && a->t == T_STR && b->t == T_STR) {
         jbuf o = {0};
         buf_put(r, &o, a->u.s->s, a->u.s->n);
@@ -2908,66 +2921,157 @@ static bool contains(R *r, const jnode *at, const jval *item, const jval *cont)
 
 /* --- string helpers for methods and filters --- */
 
-static void ascii_case(jbuf *b, int mode) /* 0 lower, 1 upper, 2 swap */
+/* Simple case mappings of Python's str for Latin, Greek, Cyrillic,
+ * Armenian and fullwidth letters (no final-sigma or locale rules). */
+static uint32_t uc_lower(uint32_t c)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        char c = b->p[i];
-        if (mode == 0 || (mode == 2 && isupper((unsigned char)c)))
-            b->p[i] = (char)tolower((unsigned char)c);
-        else if (mode == 1 || (mode == 2 && islower((unsigned char)c)))
-            b->p[i] = (char)toupper((unsigned char)c);
-    }
+    if (c < 0x80)
+        return c >= 'A' && c <= 'Z' ? c + 32 : c;
+    if ((c >= 0xC0 && c <= 0xDE && c != 0xD7) || (c >= 0x391 && c <= 0x3AB && c != 0x3A2) ||
+        (c >= 0x410 && c <= 0x42F))
+        return c + 32;
+    if ((c >= 0x100 && c <= 0x137) || (c >= 0x14A && c <= 0x177) || (c >= 0x460 && c <= 0x481) ||
+        (c >= 0x48A && c <= 0x4BF))
+        return c | 1;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+        return c & 1 ? c + 1 : c;
+    if (c == 0x130)
+        return 'i';
+    if (c == 0x178)
+        return 0xFF;
+    if (c == 0x386)
+        return 0x3AC;
+    if (c >= 0x388 && c <= 0x38A)
+        return c + 37;
+    if (c == 0x38C)
+        return 0x3CC;
+    if (c == 0x38E || c == 0x38F)
+        return c + 63;
+    if (c >= 0x400 && c <= 0x40F)
+        return c + 80;
+    if (c >= 0x531 && c <= 0x556)
+        return c + 48;
+    if (c >= 0xFF21 && c <= 0xFF3A)
+        return c + 32;
+    return c;
 }
 
+static uint32_t uc_upper(uint32_t c)
+{
+    if (c < 0x80)
+        return c >= 'a' && c <= 'z' ? c - 32 : c;
+    if ((c >= 0xE0 && c <= 0xFE && c != 0xF7) || (c >= 0x3B1 && c <= 0x3CB && c != 0x3C2) ||
+        (c >= 0x430 && c <= 0x44F))
+        return c - 32;
+    if ((c >= 0x100 && c <= 0x137) || (c >= 0x14A && c <= 0x177) || (c >= 0x460 && c <= 0x481) ||
+        (c >= 0x48A && c <= 0x4BF))
+        return c & ~(uint32_t)1;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+        return c & 1 ? c : c - 1;
+    if (c == 0xFF)
+        return 0x178;
+    if (c == 0xB5)
+        return 0x39C;
+    if (c == 0x131)
+        return 'I';
+    if (c == 0x17F)
+        return 'S';
+    if (c == 0x3C2)
+        return 0x3A3;
+    if (c == 0x3AC)
+        return 0x386;
+    if (c >= 0x3AD && c <= 0x3AF)
+        return c - 37;
+    if (c == 0x3CC)
+        return 0x38C;
+    if (c == 0x3CD || c == 0x3CE)
+        return c - 63;
+    if (c >= 0x450 && c <= 0x45F)
+        return c - 80;
+    if (c >= 0x561 && c <= 0x586)
+        return c - 48;
+    if (c >= 0xFF41 && c <= 0xFF5A)
+        return c - 32;
+    return c;
+}
+
+static bool uc_cased(uint32_t c) { return uc_lower(c) != c || uc_upper(c) != c; }
+static bool uc_is_upper(uint32_t c) { return uc_lower(c) != c; }
+static bool uc_is_lower(uint32_t c) { return uc_upper(c) != c; }
+
+static void put_cp(R *r, jbuf *b, uint32_t c, bool upper)
+{
+    char u[4];
+    if (upper && c == 0xDF) { /* ß -> SS */
+        buf_puts(r, b, "SS");
+        return;
+    }
+    buf_put(r, b, u, utf8_put(u, c));
+}
+
+/* mode 0 lower, 1 upper, 2 swap */
 static jval str_case(R *r, const jstr *s, int mode)
 {
     jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
-    ascii_case(&b, mode);
-    return v_buf(r, &b);
-}
-
-/* Python str.title(): a cased letter after a non-letter starts a word. */
-static jval py_title(R *r, const jstr *s)
-{
-    jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
-    bool prev_cased = false;
-    for (size_t i = 0; i < b.n; i++) {
-        unsigned char c = (unsigned char)b.p[i];
-        bool cased = isalpha(c);
-        if (cased)
-            b.p[i] = (char)(prev_cased ? tolower(c) : toupper(c));
-        prev_cased = cased || (c >= 0x80); /* non-ASCII letters count as cased */
+    for (size_t i = 0; i < s->n;) {
+        size_t st = i;
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        bool up = mode == 1 || (mode == 2 && uc_is_lower(c));
+        uint32_t m = up ? uc_upper(c) : (mode == 0 || uc_is_upper(c)) ? uc_lower(c) : c;
+        if (m == c && !(up && c == 0xDF))
+            buf_put(r, &b, s->s + st, i - st);
+        else
+            put_cp(r, &b, m, up);
     }
     return v_buf(r, &b);
 }
 
-/* Jinja's |title: words split at whitespace, '-', and opening brackets. */
+/* Python str.title(): a cased letter after an uncased one starts a word. */
+static jval py_title(R *r, const jstr *s)
+{
+    jbuf b = {0};
+    bool prev_cased = false;
+    for (size_t i = 0; i < s->n;) {
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        bool cased = uc_cased(c);
+        if (cased)
+            put_cp(r, &b, prev_cased ? uc_lower(c) : uc_upper(c), !prev_cased);
+        else
+            put_cp(r, &b, c, false);
+        prev_cased = cased;
+    }
+    return v_buf(r, &b);
+}
+
+/* Jinja's |title: words split at whitespace, '-', and opening brackets;
+ * the first character of each upper, the rest lower. */
 static jval jinja_title(R *r, const jstr *s)
 {
     jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
     bool start = true;
-    for (size_t i = 0; i < b.n; i++) {
-        unsigned char c = (unsigned char)b.p[i];
-        if (is_ws((char)c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<') {
+    for (size_t i = 0; i < s->n;) {
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        if (py_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<') {
+            put_cp(r, &b, c, false);
             start = true;
             continue;
         }
-        b.p[i] = (char)(start ? toupper(c) : tolower(c));
+        put_cp(r, &b, start ? uc_upper(c) : uc_lower(c), start);
         start = false;
     }
     return v_buf(r, &b);
 }
 
+/* Python str.capitalize(): the first character upper, the rest lower. */
 static jval py_capitalize(R *r, const jstr *s)
 {
     jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
-    ascii_case(&b, 0);
-    if (b.n)
-        b.p[0] = (char)toupper((unsigned char)b.p[0]);
+    bool first = true;
+    for (size_t i = 0; i < s->n;) {
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        put_cp(r, &b, first ? uc_upper(c) : uc_lower(c), first);
+        first = false;
+    }
     return v_buf(r, &b);
 }
 
@@ -3585,7 +3689,8 @@ static jval do_tojson(R *r, const jnode *at, const jval *v, const jargs *a)
     return v_buf(r, &b);
 }
 
-/* printf-style `"%s" | format(x)`. */
+/* Python's printf-style formatting, `"%s: %05.1f" % (a, b)` and `|format`:
+ * flags, width, precision and the conversions s r d i u f F e E g G x X o c %. */
 static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a)
 {
     jbuf b = {0};
@@ -3595,7 +3700,20 @@ static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a)
             buf_putc(r, &b, s->s[i]);
             continue;
         }
-        if (++i >= s->n)
+        char spec[32];
+        size_t k = 0;
+        spec[k++] = '%';
+        i++;
+        while (i < s->n && strchr("-+ #0", s->s[i]) && k < 8)
+            spec[k++] = s->s[i++];
+        while (i < s->n && isdigit((unsigned char)s->s[i]) && k < 16)
+            spec[k++] = s->s[i++];
+        if (i < s->n && s->s[i] == '.') {
+            spec[k++] = s->s[i++];
+            while (i < s->n && isdigit((unsigned char)s->s[i]) && k < 24)
+                spec[k++] = s->s[i++];
+        }
+        if (i >= s->n)
             r_fail(r, at, "format: incomplete format");
         char c = s->s[i];
         if (c == '%') {
@@ -3603,30 +3721,47 @@ static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a)
             continue;
         }
         if (ai >= a->npos)
-            r_fail(r, at, "format: not enough arguments for format string");
+            r_fail(r, at, "not enough arguments for format string");
         jval v = a->pos[ai++];
-        if (c == 's') {
-            jstr *t = to_str(r, &v);
-            buf_put(r, &b, t->s, t->n);
-        } else if (c == 'r') {
-            put_value(r, &b, &v, true);
-        } else if (c == 'd' || c == 'i') {
+        char out[512];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        if (c == 's' || c == 'r') {
+            jbuf t = {0};
+            put_value(r, &t, &v, c == 'r');
+            spec[k++] = 's';
+            spec[k] = 0;
+            if (k == 2) { /* plain %s: no length limit */
+                buf_put(r, &b, t.p ? t.p : "", t.n);
+                continue;
+            }
+            snprintf(out, sizeof out, spec, t.p ? t.p : "");
+        } else if (strchr("diuxXoc", c)) {
             if (!is_num(&v))
-                r_fail(r, at, "format: %%d format: a number is required, not %s", type_name(&v));
-            char t[32];
-            snprintf(t, sizeof t, "%lld",
-                     (long long)(v.t == T_FLOAT ? (int64_t)v.u.f : num_i(&v)));
-            buf_puts(r, &b, t);
-        } else if (c == 'f') {
+                r_fail(r, at, "%%%c format: a number is required, not %s", c, type_name(&v));
+            long long iv = v.t == T_FLOAT ? (long long)v.u.f : (long long)num_i(&v);
+            spec[k++] = 'l';
+            spec[k++] = 'l';
+            spec[k++] = c == 'i' || c == 'u' ? 'd' : c;
+            spec[k] = 0;
+            if (c == 'c')
+                snprintf(out, sizeof out, "%c", (int)iv);
+            else
+                snprintf(out, sizeof out, spec, iv);
+        } else if (strchr("fFeEgG", c)) {
             if (!is_num(&v))
-                r_fail(r, at, "format: %%f format: a number is required, not %s", type_name(&v));
-            char t[64];
-            snprintf(t, sizeof t, "%f", num_f(&v));
-            buf_puts(r, &b, t);
+                r_fail(r, at, "%%%c format: a number is required, not %s", c, type_name(&v));
+            spec[k++] = c;
+            spec[k] = 0;
+            snprintf(out, sizeof out, spec, num_f(&v));
         } else {
-            r_fail(r, at, "format: unsupported format character '%c'", c);
+            r_fail(r, at, "unsupported format character '%c'", c);
         }
+#pragma GCC diagnostic pop
+        buf_puts(r, &b, out);
     }
+    if (ai < a->npos)
+        r_fail(r, at, "not all arguments converted during string formatting");
     return v_buf(r, &b);
 }
 
@@ -4630,6 +4765,13 @@ static jval from_json(R *r, const cJSON *j)
             return v_int((int64_t)d);
         return v_float(d);
     }
+    if (cJSON_IsRaw(j) && j->valuestring) {
+        /* a number literal kept as text (qe_jinja_json_parse): 1.0 stays a float */
+        const char *t = j->valuestring;
+        if (strpbrk(t, ".eE"))
+            return v_float(strtod(t, NULL));
+        return v_int(strtoll(t, NULL, 10));
+    }
     if (cJSON_IsString(j))
         return v_cstr(r, j->valuestring ? j->valuestring : "");
     if (cJSON_IsArray(j)) {
@@ -4650,6 +4792,67 @@ static jval from_json(R *r, const cJSON *j)
 }
 
 /* ---------------------------------------------------------------- public */
+
+/* Number literals of the JSON text in document order, to mark the
+ * integral-valued floats ("1.0", "2e3") that cJSON cannot tell from ints. */
+static void mark_floats(cJSON *j, const char *text, size_t n, size_t *pos)
+{
+    if (cJSON_IsNumber(j)) {
+        /* the next number token in the text outside strings */
+        size_t i = *pos;
+        bool in_str = false;
+        for (; i < n; i++) {
+            char c = text[i];
+            if (in_str) {
+                if (c == '\\')
+                    i++;
+                else if (c == '"')
+                    in_str = false;
+            } else if (c == '"') {
+                in_str = true;
+            } else if (c == '-' || isdigit((unsigned char)c)) {
+                break;
+            }
+        }
+        size_t st = i;
+        while (i < n && (isdigit((unsigned char)text[i]) || strchr("+-.eE", text[i])))
+            i++;
+        *pos = i;
+        double d = j->valuedouble;
+        bool float_text = false;
+        for (size_t k = st; k < i; k++)
+            float_text = float_text || text[k] == '.' || text[k] == 'e' || text[k] == 'E';
+        if (float_text && d == floor(d) && i - st < 64) {
+            char lit[64];
+            memcpy(lit, text + st, i - st);
+            lit[i - st] = 0;
+            /* keep it as raw text: the renderer reads it back as a float */
+            char *raw = cJSON_malloc(i - st + 1);
+            if (raw) {
+                memcpy(raw, lit, i - st + 1);
+                j->type = cJSON_Raw;
+                j->valuestring = raw;
+            }
+        }
+        return;
+    }
+    for (cJSON *c = j->child; c; c = c->next)
+        mark_floats(c, text, n, pos);
+}
+
+cJSON *qe_jinja_json_parse(const char *text, size_t n, size_t *err_off)
+{
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+    if (!j) {
+        if (err_off)
+            *err_off = end ? (size_t)(end - text) : 0;
+        return NULL;
+    }
+    size_t pos = 0;
+    mark_floats(j, text, n, &pos);
+    return j;
+}
 
 void qe_jinja_limits_default(qe_jinja_limits *lim)
 {
