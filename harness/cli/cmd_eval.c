@@ -54,6 +54,7 @@ static const char USAGE[] =
     "  --template-var K=V with --chat: template variable (JSON value or string), e.g.\n"
     "               enable_thinking=false; repeatable\n"
     "  --db F       store FILE.gguf as a variant named <file type>@<sha256 prefix> of REF's run\n"
+    "               (with --chat: FILE.gguf's template, part of the run key)\n"
     "               in the SQLite database F (resumable), then print the run's table\n"
     "  --text FILE  with --db: perplexity/KLD text (default: wikitext-2, or TinyStories for\n"
     "               models trained on <= 512 positions)\n"
@@ -85,7 +86,8 @@ static void close_side(ev_side *s)
 
 /* `qeval eval FILE.gguf --reference REF --db F`: store the artifact. */
 static int eval_into_db(const char *gguf, const char *ref, const char *db, const char *tasks,
-                        const char *suite, const char *text, long long limit, int threads)
+                        const char *suite, const char *text, long long limit, int threads,
+                        const qe_chat_template *ct, const char *system, const cJSON *vars)
 {
     if (!ref)
         return qe_usage_error("eval", "--db needs --reference MODEL (the full-precision model)");
@@ -98,6 +100,9 @@ static int eval_into_db(const char *gguf, const char *ref, const char *db, const
     o.text_path = text;
     o.limit = limit;
     o.threads = threads;
+    o.chat = ct;
+    o.chat_system = system;
+    o.chat_vars = vars;
     qe_err err = {0};
     int64_t run_id = 0;
     if (qe_store_eval_artifact(gguf, ref, db, &o, &run_id, &err) != 0)
@@ -170,15 +175,26 @@ int qe_cmd_eval(int argc, char **argv)
         }
     }
     bool chat_opts = system || chat_file || chat_name || cJSON_GetArraySize(chat_vars) > 0;
-    if (!model || ((chat || chat_opts) && db)) {
+    if (!model) {
         cJSON_Delete(chat_vars);
-        if (!model)
-            return qe_usage_error("eval", "missing MODEL");
-        return qe_usage_error("eval", "--chat is not supported with --db yet");
+        return qe_usage_error("eval", "missing MODEL");
     }
     if (db) {
+        /* the artifact's own template; its sha256 goes into the run key */
+        qe_err cerr = {0};
+        qe_chat_template *dct = NULL;
+        int drc;
+        if (chat_opts && !chat)
+            drc = qe_usage_error("eval", "--system, --chat-template, --template-name and "
+                                         "--template-var need --chat");
+        else if (chat && !(dct = qe_chat_template_load(model, chat_file, chat_name, &cerr)))
+            drc = qe_report_error("eval", &cerr);
+        else
+            drc = eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads, dct,
+                               system, chat_vars);
+        qe_chat_template_free(dct);
         cJSON_Delete(chat_vars);
-        return eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads);
+        return drc;
     }
     if (text || !tasks == !suite) {
         cJSON_Delete(chat_vars);
