@@ -246,6 +246,12 @@ static const struct {
     {"{{ \"Élan Über ÀÇÑ straße Ωμέγα Привет\"|upper }}|{{ \"Élan Über ÀÇÑ ΩΜΈΓΑ ПРИВЕТ Ÿ\"|lower }}|{{ \"élan über-café (ñandú)\"|title }}|{{ \"élan über-café\".title() }}|{{ \"éLAN\"|capitalize }}|{{ \"ÉlAn\".swapcase() }}\n",
      NULL,
      "ÉLAN ÜBER ÀÇÑ STRASSE ΩΜΈΓΑ ПРИВЕТ|élan über àçñ ωμέγα привет ÿ|Élan Über-Café (Ñandú)|Élan Über-Café|Élan|éLaN"},
+    {"{% for m in messages %}{% if loop.changed(m.role) %}[{{ m.role }}]{% endif %}{{ m.content }}{% endfor %}",
+     "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}, {\"role\": \"assistant\", \"content\": \"c\"}, {\"role\": \"user\", \"content\": \"d\"}]}",
+     "[user]ab[assistant]c[user]d"},
+    {"{% for item in tree recursive %}<{{ item.name }}:{{ loop.depth }}/{{ loop.depth0 }}{% if item.children %}[{{ loop(item.children) }}]{% endif %}>{% endfor %}",
+     "{\"tree\": [{\"name\": \"a\", \"children\": [{\"name\": \"b\", \"children\": [{\"name\": \"c\"}]}, {\"name\": \"d\"}]}, {\"name\": \"e\"}]}",
+     "<a:1/0[<b:2/1[<c:3/2>]><d:2/1>]><e:1/0>"},
 };
 
 TEST(language)
@@ -303,6 +309,8 @@ TEST(hostile)
                      "macro calls nested deeper than 100"));
     CHECK(expect_err("{% macro f() %}{{ caller() }}{% endmacro %}{% macro g() %}{% call f() %}{{ g() }}{% endcall %}{% endmacro %}{{ g() }}",
                      NULL, "nested deeper than"));
+    CHECK(expect_err("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}", NULL,
+                     "recursive loop calls nested deeper than 100"));
     CHECK(expect_err("{% for i in range(10**9) %}x{% endfor %}", NULL,
                      "range() of 1000000000 items exceeds the sandbox limit"));
     CHECK(expect_err("{% for i in range(1000000) %}{{ 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' }}{% endfor %}",

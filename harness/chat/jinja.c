@@ -1428,8 +1428,10 @@ static jnode *parse_stmt(P *p)
             adv(p);
             n->c = parse_expr(p);
         }
-        if (t_name(cur(p), "recursive"))
-            p_fail(p, cur(p)->off, "recursive loops are not supported");
+        if (t_name(cur(p), "recursive")) {
+            n->op = 1; /* loop(children) renders the body again, one level deeper */
+            adv(p);
+        }
         expect_bend(p, "for");
         p->loop_depth++;
         static const char *const e1[] = {"else", "endfor", NULL};
@@ -1638,7 +1640,7 @@ typedef struct jframe {
     jval *v;
 } jframe;
 
-enum { F_BUILTIN, F_METHOD, F_MACRO, F_CALLER, F_CYCLE };
+enum { F_BUILTIN, F_METHOD, F_MACRO, F_CALLER, F_CYCLE, F_CHANGED };
 enum { B_RANGE, B_NAMESPACE, B_RAISE, B_STRFTIME, B_DICT };
 
 typedef struct jfunc {
@@ -1654,6 +1656,10 @@ typedef struct jloop {
     jlist *items;
     int64_t i;
     int depth;
+    jval last;       /* loop.changed: the arguments of its previous call */
+    bool has_last;
+    const struct jnode *node;  /* recursive loops: the for tag ... */
+    struct jframe *frame;      /* ... and the frame it runs in */
 } jloop;
 
 typedef struct jbuf {
@@ -2575,8 +2581,8 @@ static jval getattr_v(R *r, const jnode *at, const jval *o, jstr *name)
             return i > 0 ? lp->items->v[i - 1] : v_undef(r, "there is no previous item");
         if (IS("nextitem"))
             return i + 1 < n ? lp->items->v[i + 1] : v_undef(r, "there is no next item");
-        if (IS("cycle")) {
-            jval f = mkfunc(r, F_CYCLE, 0, name);
+        if (IS("cycle") || IS("changed")) {
+            jval f = mkfunc(r, IS("cycle") ? F_CYCLE : F_CHANGED, 0, name);
             f.u.fn->self = *o;
             return f;
         }
@@ -4291,6 +4297,7 @@ static bool apply_test(R *r, jframe *f, const jnode *at, const jstr *name, const
 
 enum { FLOW_NORMAL, FLOW_BREAK, FLOW_CONTINUE };
 static int exec_list(R *r, jframe *f, jnode *const *kids, size_t n, jbuf *out);
+static int exec_for_items(R *r, jframe *f, const jnode *n, jval it, int depth, jbuf *out);
 
 static jval call_builtin(R *r, const jnode *at, int id, const jargs *a)
 {
@@ -4437,6 +4444,18 @@ static jval call_v(R *r, jframe *f, const jnode *at, const jval *fnv, const jarg
     (void)f;
     if (fnv->t == T_UNDEF)
         r_fail(r, at, "%s", fnv->u.s ? fnv->u.s->s : "undefined value is not callable");
+    if (fnv->t == T_LOOP && fnv->u.lp->node && fnv->u.lp->node->op == 1) {
+        if (a->npos != 1)
+            r_fail(r, at, "loop() takes one iterable, got %zu arguments", a->npos);
+        jloop *lp = fnv->u.lp;
+        if (r->call_depth >= r->lim.max_call_depth)
+            r_fail(r, at, "recursive loop calls nested deeper than %d", r->lim.max_call_depth);
+        jbuf b = {0};
+        r->call_depth++;
+        exec_for_items(r, lp->frame, lp->node, a->pos[0], lp->depth + 1, &b);
+        r->call_depth--;
+        return v_buf(r, &b);
+    }
     if (fnv->t != T_FUNC)
         r_fail(r, at, "'%s' object is not callable", type_name(fnv));
     const jfunc *fn = fnv->u.fn;
@@ -4449,6 +4468,17 @@ static jval call_v(R *r, jframe *f, const jnode *at, const jval *fnv, const jarg
         if (!a->npos)
             r_fail(r, at, "no items for cycling given");
         return a->pos[fn->self.u.lp->i % (int64_t)a->npos];
+    }
+    case F_CHANGED: {
+        jloop *lp = fn->self.u.lp;
+        jlist *l = mklist(r, a->npos);
+        if (a->npos)
+            memcpy(l->v, a->pos, a->npos * sizeof(jval));
+        jval now = v_list(l);
+        bool changed = !lp->has_last || !v_eq(&lp->last, &now);
+        lp->last = now;
+        lp->has_last = true;
+        return v_bool(changed);
     }
     }
     r_fail(r, at, "not callable");
@@ -4619,9 +4649,12 @@ static jval apply_chain(R *r, jframe *f, const jnode *fl, jval v)
     return apply_filter(r, f, fl, fl->name, v, &a);
 }
 
-static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
+/* The loop over `it` (a value) at `depth`: recursive loops call this again
+ * through loop(children). */
+static int exec_for_items(R *r, jframe *f, const jnode *n, jval it, int depth, jbuf *out)
 {
-    jval it = ev(r, f, n->b);
+    if (depth > MAX_NEST)
+        r_fail(r, n, "recursive loop nested deeper than %d", MAX_NEST);
     jlist *items = iter_list(r, n->b, &it);
     if (n->c) { /* for x in xs if cond */
         jvec keep = {0};
@@ -4637,8 +4670,11 @@ static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
     }
     jstr *ln = mkstr(r, "loop", 4);
     jloop *lp = r_alloc(r, sizeof *lp);
+    memset(lp, 0, sizeof *lp);
     lp->items = items;
-    lp->depth = 1; /* loop.depth counts only recursive loops, which are not supported */
+    lp->depth = depth;
+    lp->node = n;
+    lp->frame = f;
     jval lv = {.t = T_LOOP};
     lv.u.lp = lp;
     /* one frame, emptied for each iteration: a set in the body does not
@@ -4657,6 +4693,11 @@ static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
     if (!items->n && n->n_kids2)
         return exec_list(r, f, n->kids2, n->n_kids2, out);
     return FLOW_NORMAL;
+}
+
+static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
+{
+    return exec_for_items(r, f, n, ev(r, f, n->b), 1, out);
 }
 
 static int exec_node(R *r, jframe *f, const jnode *n, jbuf *out)
