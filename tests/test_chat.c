@@ -10,6 +10,7 @@
  * project's GGUF writer.
  */
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,6 +420,26 @@ TEST(run_chat_key)
     rc = run_cmd(cmd, &out);
     CHECKF(rc == 0 && !strstr(out, want) && strstr(out, "run: 2,"), "rc=%d out=%s", rc, out);
     free(out);
+    /* every sample of the chat run points at a task row naming the template */
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(tmp("run.db"), &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        char q[400];
+        snprintf(q, sizeof q,
+                 "SELECT sum(t.protocol LIKE '%% %s'), sum(t.protocol NOT LIKE '%%chat=%%'), "
+                 "count(*) FROM samples s JOIN tasks t ON t.id = s.task_id "
+                 "WHERE t.name = 'tinystories-cloze'", want);
+        sqlite3_stmt *st = NULL;
+        long long with = -1, without = -1, all = -1;
+        if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+            with = sqlite3_column_int64(st, 0);
+            without = sqlite3_column_int64(st, 1);
+            all = sqlite3_column_int64(st, 2);
+        }
+        sqlite3_finalize(st);
+        CHECKF(with > 0 && without > 0 && with + without == all,
+               "samples: %lld with the template, %lld without, %lld in all", with, without, all);
+    }
+    sqlite3_close(db);
     const char *db_files[] = {"run.db", "run.db-wal", "run.db-shm"};
     for (int i = 0; i < 3; i++)
         remove(tmp(db_files[i]));

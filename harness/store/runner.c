@@ -202,6 +202,13 @@ out:
     return rc;
 }
 
+/* Does task t run through the chat template (--chat, or "chat": true)? */
+static bool task_chat(const runner *r, const qe_task *t)
+{
+    return r->chat && t->output_type != QE_OUT_PERPLEXITY &&
+           (r->o->chat || t->chat || (r->suite && r->suite->chat));
+}
+
 /* Per-item samples of one slice of a task. */
 static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int k, qe_err *err)
 {
@@ -210,7 +217,7 @@ static int task_unit(runner *r, qe_lm *lm, const task_spec *ts, int64_t vid, int
     int64_t n_docs = (int64_t)t->docs.n;
     qe_unit u = {r->run_id, vid, ts->id, k, n_docs, K};
     qe_eval_opts eo = {0};
-    if (r->o->chat || t->chat || (r->suite && r->suite->chat))
+    if (task_chat(r, t))
         eo.chat = r->chat;
     eo.chat_system = r->o->chat_system;
     eo.chat_vars = r->o->chat_vars;
@@ -557,9 +564,13 @@ static int setup_tasks(runner *r, qe_err *err)
         ts->n_slices = n_items < TASK_SLICES ? (n_items > 0 ? (int)n_items : 1) : TASK_SLICES;
         char version[16], protocol[160];
         snprintf(version, sizeof version, "%d", ts->t->version);
-        snprintf(protocol, sizeof protocol, "%s fewshot=%d ctx=%d limit=%lld slices=%d",
+        /* through a chat template: its sha256 names the task row of every sample */
+        char chat[40] = "";
+        if (task_chat(r, ts->t))
+            snprintf(chat, sizeof chat, " chat=%.16s", r->chat->sha256);
+        snprintf(protocol, sizeof protocol, "%s fewshot=%d ctx=%d limit=%lld slices=%d%s",
                  qe_output_type_name(ts->t->output_type), ts->t->fewshot_n, r->n_ctx, lim,
-                 ts->n_slices);
+                 ts->n_slices, chat);
         bool is_ppl = ts->t->output_type == QE_OUT_PERPLEXITY;
         qe_task_info ti = {.name = ts->t->name, .version = version, .family = ts->t->family,
                            .language = ts->t->language, .data_sha256 = ts->t->data_sha256,
