@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Differential check of qeval's chat-template renderer against Python Jinja2.
 
-Usage: SOURCE_DATE_EPOCH=1752148800 scripts/jinja_diff.py
+Usage: SOURCE_DATE_EPOCH=1752148800 scripts/jinja_diff.py [DIR]
 Renders every template of ../shared/testdata/chat-templates/cases.json with ten
 conversations each (the case's own, generation prompt flipped, a system turn, unicode and
 quotes, a short multi-turn, enable_thinking, tools with tool calls as a dict and as a
 string, multimodal content, reasoning) through Python Jinja2 (set up as transformers sets
 it up; scripts/jinja_expected.py) and through `./qeval template`, and reports every
-difference (a Python error must be an exit 2).  Needs jinja2; qeval never runs this.
+difference (a Python error must be an exit 2).  DIR: also every DIR/*.jinja (e.g. llama.cpp's models/templates) with a
+system/user/assistant/user conversation and the same ten variants.  Needs jinja2; qeval
+never runs this.
 """
 import json, sys, os, subprocess, copy, tempfile
 tmpdir = tempfile.mkdtemp()
@@ -31,6 +33,13 @@ def variants(ctx):
     c = copy.deepcopy(ctx); c['messages'] = [{"role": "user", "content": [{"type": "text", "text": "Look:"}, {"type": "image"}, {"type": "text", "text": "what?"}]}]; c['add_generation_prompt'] = True; out.append(c)
     c = copy.deepcopy(ctx); c['messages'] = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>\nreason\n</think>\n\nanswer", "reasoning_content": "deep"}, {"role": "user", "content": "b"}]; out.append(c)
     return out
+import glob
+if len(sys.argv) > 1:
+    base = {"messages": [{"role": "system", "content": "You are a bot."}, {"role": "user", "content": "Hi"},
+                         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}],
+            "bos_token": "<s>", "eos_token": "</s>", "add_generation_prompt": False}
+    for tf in sorted(glob.glob(os.path.join(sys.argv[1], '*.jinja'))):
+        d.append({"name": os.path.basename(tf), "chat_template": open(tf).read(), "context": base})
 n = bad = nerr = 0
 for i, case in enumerate(d):
     tf = f'{tmpdir}/t{i}.jinja'

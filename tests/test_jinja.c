@@ -252,6 +252,12 @@ static const struct {
     {"{% for item in tree recursive %}<{{ item.name }}:{{ loop.depth }}/{{ loop.depth0 }}{% if item.children %}[{{ loop(item.children) }}]{% endif %}>{% endfor %}",
      "{\"tree\": [{\"name\": \"a\", \"children\": [{\"name\": \"b\", \"children\": [{\"name\": \"c\"}]}, {\"name\": \"d\"}]}, {\"name\": \"e\"}]}",
      "<a:1/0[<b:2/1[<c:3/2>]><d:2/1>]><e:1/0>"},
+    {"{{ \"a'\"|safe + \"<b>\" + 'x' }}|{{ (\"%s!\" | safe) % \"<i>\" }}|{{ (\"<\" | e) + \">\" }}|{{ \"a\" ~ (\"<\"|safe) ~ \">\" }}|{{ \"<\"|e|e }}|{{ (\"x\"|safe + 1|string) }}",
+     NULL,
+     "a'&lt;b&gt;x|&lt;i&gt;!|&lt;&gt;|a<>|&lt;|x1"},
+    {"{% if [1]|select(\"odd\") %}y{% endif %}{% if []|select(\"odd\") %}z{% endif %}|{{ none|map(\"upper\")|list }}|{{ [3, 1]|reverse|list }}|{{ x|selectattr(\"a\")|list }}|{{ (d|items|list)[0] }}|{{ [1, 2]|map(\"string\")|join(\"-\") }}|{{ [1, 2]|select(\"odd\")|first }}",
+     "{\"d\": {\"k\": 1}}",
+     "yz|[]|[1, 3]|[]|('k', 1)|1-2|1"},
 };
 
 TEST(language)

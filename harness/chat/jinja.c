@@ -100,6 +100,8 @@ typedef struct jlist {
     size_t n;
     struct jval *v;
     bool tuple;
+    bool lazy; /* a Python generator from a filter (map, select...): always true, no len,
+                  not JSON serializable, not subscriptable */
 } jlist;
 
 typedef struct jdict {
@@ -122,6 +124,7 @@ typedef struct jval {
         struct jfunc *fn;
         struct jloop *lp;
     } u;
+    bool safe; /* T_STR: a markupsafe.Markup (|safe, |escape): `+` escapes plain strings */
 } jval;
 
 /* ------------------------------------------------------------------ lexer */
@@ -1801,8 +1804,8 @@ __attribute__((format(printf, 2, 3))) static jval v_undef(R *r, const char *fmt,
 static jlist *mklist(R *r, size_t n)
 {
     jlist *l = r_alloc(r, sizeof *l);
+    memset(l, 0, sizeof *l);
     l->n = n;
-    l->tuple = false;
     l->v = n ? r_alloc(r, n * sizeof(jval)) : NULL;
     return l;
 }
@@ -1827,9 +1830,9 @@ static void vec_push(R *r, jvec *v, jval x)
 static jval v_vec(R *r, jvec *v)
 {
     jlist *l = r_alloc(r, sizeof *l);
+    memset(l, 0, sizeof *l);
     l->n = v->n;
     l->v = v->v;
-    l->tuple = false;
     return v_list(l);
 }
 
@@ -1987,7 +1990,7 @@ static const char *type_name(const jval *v)
     case T_INT: return "int";
     case T_FLOAT: return "float";
     case T_STR: return "str";
-    case T_LIST: return v->u.l->tuple ? "tuple" : "list";
+    case T_LIST: return v->u.l->lazy ? "generator" : v->u.l->tuple ? "tuple" : "list";
     case T_DICT: return "dict";
     case T_NS: return "Namespace";
     case T_FUNC: return "function";
@@ -2005,7 +2008,7 @@ static bool truthy(const jval *v)
     case T_INT: return v->u.i != 0;
     case T_FLOAT: return v->u.f != 0;
     case T_STR: return v->u.s->n != 0;
-    case T_LIST: return v->u.l->n != 0;
+    case T_LIST: return v->u.l->lazy || v->u.l->n != 0;
     case T_DICT: return v->u.d->n != 0;
     default: return true;
     }
@@ -2214,6 +2217,10 @@ static void put_value(R *r, jbuf *b, const jval *v, bool repr)
         break;
     case T_LIST: {
         jlist *l = v->u.l;
+        if (l->lazy) { /* Python prints the generator's address; no stable text */
+            buf_puts(r, b, "<generator object>");
+            break;
+        }
         buf_putc(r, b, l->tuple ? '(' : '[');
         for (size_t i = 0; i < l->n; i++) {
             if (i)
@@ -2337,6 +2344,8 @@ static void put_json(R *r, const jnode *at, jbuf *b, const jval *v, const json_o
     case T_STR: put_json_str(r, b, v->u.s->s, v->u.s->n, o->ascii); return;
     case T_LIST: {
         jlist *l = v->u.l;
+        if (l->lazy)
+            r_fail(r, at, "tojson: Object of type generator is not JSON serializable");
         if (!l->n) {
             buf_puts(r, b, "[]");
             return;
@@ -2609,6 +2618,8 @@ static jval getitem_v(R *r, const jnode *at, const jval *o, const jval *k)
     }
     case T_LIST:
     case T_STR:
+        if (o->t == T_LIST && o->u.l->lazy)
+            return v_undef(r, "'generator' object is not subscriptable");
         if (k->t == T_INT || k->t == T_BOOL) {
             int64_t i = num_i(k);
             int64_t n = o->t == T_LIST ? (int64_t)o->u.l->n
@@ -2765,6 +2776,28 @@ static void eval_args(R *r, jframe *f, const jnode *n, jargs *a)
 
 static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a);
 
+/* markupsafe.escape: Markup stays as it is, anything else becomes escaped Markup. */
+static jval html_escape(R *r, const jval *v)
+{
+    if (v->t == T_STR && v->safe)
+        return *v;
+    jstr *s = to_str(r, v);
+    jbuf b = {0};
+    for (size_t i = 0; i < s->n; i++) {
+        switch (s->s[i]) {
+        case '&': buf_puts(r, &b, "&amp;"); break;
+        case '<': buf_puts(r, &b, "&lt;"); break;
+        case '>': buf_puts(r, &b, "&gt;"); break;
+        case '"': buf_puts(r, &b, "&#34;"); break;
+        case '\'': buf_puts(r, &b, "&#39;"); break;
+        default: buf_putc(r, &b, s->s[i]);
+        }
+    }
+    jval res = v_buf(r, &b);
+    res.safe = true;
+    return res;
+}
+
 static jval arith(R *r, const jnode *at, int op, const jval *a, const jval *b)
 {
     static const char *const opn[] = {"+", "-", "*", "/", "//", "%", "**", "~"};
@@ -2858,15 +2891,32 @@ static jval arith(R *r, const jnode *at, int op, const jval *a, const jval *b)
             fa.pos = (jval *)b;
             fa.npos = 1;
         }
-        return do_format(r, at, a->u.s, &fa);
+        if (a->safe) { /* Markup % args escapes the arguments */
+            jval *esc = r_alloc(r, (fa.npos + 1) * sizeof *esc);
+            for (size_t i = 0; i < fa.npos; i++)
+                esc[i] = html_escape(r, &fa.pos[i]);
+            fa.pos = esc;
+        }
+        jval res = do_format(r, at, a->u.s, &fa);
+        res.safe = a->safe;
+        return res;
     }
     if (op == OP_ADD && a->t == T_STR && b->t == T_STR) {
+        /* Markup + str escapes the str (markupsafe), and the result is Markup */
+        jval x = *a, y = *b;
+        bool safe = a->safe || b->safe;
+        if (safe) {
+            x = html_escape(r, a);
+            y = html_escape(r, b);
+        }
         jbuf o = {0};
-        buf_put(r, &o, a->u.s->s, a->u.s->n);
-        buf_put(r, &o, b->u.s->s, b->u.s->n);
-        return v_buf(r, &o);
+        buf_put(r, &o, x.u.s->s, x.u.s->n);
+        buf_put(r, &o, y.u.s->s, y.u.s->n);
+        jval res = v_buf(r, &o);
+        res.safe = safe;
+        return res;
     }
-    if (op == OP_ADD && a->t == T_LIST && b->t == T_LIST) {
+    if (op == OP_ADD && a->t == T_LIST && b->t == T_LIST && !a->u.l->lazy && !b->u.l->lazy) {
         jlist *l = mklist(r, a->u.l->n + b->u.l->n);
         if (a->u.l->n)
             memcpy(l->v, a->u.l->v, a->u.l->n * sizeof(jval));
@@ -3783,8 +3833,8 @@ static jargs args_shift(const jargs *a, size_t k)
     return s;
 }
 
-static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jval v,
-                         const jargs *a)
+static jval apply_filter_impl(R *r, jframe *f, const jnode *at, const jstr *name, jval v,
+                              const jargs *a)
 {
     jval x;
 #define IS(lit) name_is(name, lit)
@@ -3796,8 +3846,19 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
             return def;
         return v;
     }
-    if (IS("safe"))
-        return v;
+    if (IS("safe")) {
+        jval m = v.t == T_STR ? v : v_str(r, to_str(r, &v)->s, to_str(r, &v)->n);
+        m.safe = true;
+        return m;
+    }
+    /* Python generators (Jinja's map/select/... yield): mark the lists they give */
+    bool gen_filter = IS("map") || IS("select") || IS("reject") || IS("selectattr") ||
+                      IS("rejectattr");
+    if (gen_filter && !truthy(&v)) { /* `if value:` guards their loops in Jinja */
+        jlist *l = mklist(r, 0);
+        l->lazy = true;
+        return v_list(l);
+    }
     if (IS("tojson"))
         return do_tojson(r, at, &v, a);
     if (IS("string"))
@@ -3806,7 +3867,10 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
         switch (v.t) {
         case T_UNDEF: return v_int(0);
         case T_STR: return v_int((int64_t)cp_count(v.u.s->s, v.u.s->n));
-        case T_LIST: return v_int((int64_t)v.u.l->n);
+        case T_LIST:
+            if (v.u.l->lazy)
+                r_fail(r, at, "object of type 'generator' has no len()");
+            return v_int((int64_t)v.u.l->n);
         case T_DICT:
         case T_NS: return v_int((int64_t)v.u.d->n);
         default: r_fail(r, at, "object of type '%s' has no len()", type_name(&v));
@@ -3828,8 +3892,8 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
         return call_method(r, at, &fn, &none);
     }
     if (IS("first") || IS("last")) {
-        if (v.t == T_DICT && IS("last"))
-            r_fail(r, at, "last: 'dict' object is not reversible");
+        if ((v.t == T_DICT || (v.t == T_LIST && v.u.l->lazy)) && IS("last"))
+            r_fail(r, at, "last: '%s' object is not reversible", type_name(&v));
         jlist *l = iter_list(r, at, &v);
         if (!l->n)
             return v_undef(r, "No %s item, sequence was empty.", IS("first") ? "first" : "last");
@@ -4149,20 +4213,8 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
         }
         return v_int(c);
     }
-    if (IS("e") || IS("escape")) {
-        jbuf b = {0};
-        for (size_t i = 0; i < s->n; i++) {
-            switch (s->s[i]) {
-            case '&': buf_puts(r, &b, "&amp;"); break;
-            case '<': buf_puts(r, &b, "&lt;"); break;
-            case '>': buf_puts(r, &b, "&gt;"); break;
-            case '"': buf_puts(r, &b, "&#34;"); break;
-            case '\'': buf_puts(r, &b, "&#39;"); break;
-            default: buf_putc(r, &b, s->s[i]);
-            }
-        }
-        return v_buf(r, &b);
-    }
+    if (IS("e") || IS("escape"))
+        return html_escape(r, &v);
     if (IS("striptags")) {
         jbuf b = {0};
         bool tag = false;
@@ -4210,6 +4262,18 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
     r_fail(r, at, "no filter named '%s'", name->s);
 }
 
+static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jval v,
+                         const jargs *a)
+{
+    jval res = apply_filter_impl(r, f, at, name, v, a);
+    /* what Jinja gives back as a generator or iterator (it yields, or reversed()) */
+    static const char *const lazy[] = {"map", "select", "reject", "selectattr", "rejectattr",
+                                       "unique", "batch", "items", "reverse", NULL};
+    if (res.t == T_LIST && in_list(lazy, name))
+        res.u.l->lazy = true;
+    return res;
+}
+
 static bool apply_test(R *r, jframe *f, const jnode *at, const jstr *name, const jval *v,
                        const jargs *a)
 {
@@ -4241,7 +4305,7 @@ static bool apply_test(R *r, jframe *f, const jnode *at, const jstr *name, const
     if (IS("iterable"))
         return v->t == T_STR || v->t == T_LIST || v->t == T_DICT || v->t == T_UNDEF;
     if (IS("sequence"))
-        return v->t == T_STR || v->t == T_LIST || v->t == T_DICT;
+        return v->t == T_STR || (v->t == T_LIST && !v->u.l->lazy) || v->t == T_DICT;
     if (IS("callable"))
         return v->t == T_FUNC;
     if (IS("escaped"))
