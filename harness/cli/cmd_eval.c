@@ -115,13 +115,12 @@ static int eval_into_db(const char *gguf, const char *ref, const char *db, const
     return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
 }
 
-int qe_cmd_eval(int argc, char **argv)
+static int eval_main(int argc, char **argv, cJSON *chat_vars)
 {
     const char *model = NULL, *ref = NULL, *tasks = NULL, *suite = NULL, *db = NULL, *text = NULL;
     long long limit = 0, ctx = 512, threads = 0;
     bool verbose = false, chat = false;
     const char *system = NULL, *chat_file = NULL, *chat_name = NULL;
-    cJSON *chat_vars = cJSON_CreateObject();
     qe_err verr = {0};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -145,10 +144,8 @@ int qe_cmd_eval(int argc, char **argv)
         } else if ((v = qe_arg_value(argc, argv, &i, "--template-name", NULL))) {
             chat_name = v;
         } else if ((v = qe_arg_value(argc, argv, &i, "--template-var", NULL))) {
-            if (qe_chat_set_var(chat_vars, v, &verr)) {
-                cJSON_Delete(chat_vars);
+            if (qe_chat_set_var(chat_vars, v, &verr))
                 return qe_usage_error("eval", "%s", verr.msg);
-            }
         } else if ((v = qe_arg_value(argc, argv, &i, "--limit", NULL))) {
             if (!qe_arg_int("--limit", v, 1, 100000000, &limit))
                 return QE_EXIT_USAGE;
@@ -159,14 +156,12 @@ int qe_cmd_eval(int argc, char **argv)
             if (!qe_arg_int("--threads", v, 0, 1024, &threads))
                 return QE_EXIT_USAGE;
         } else if (i >= argc) {
-            cJSON_Delete(chat_vars);
             return QE_EXIT_USAGE; /* qe_arg_value printed the missing value */
         } else if (qe_arg_is_flag(argv[i], "--verbose")) {
             verbose = true;
         } else if (qe_arg_is_flag(argv[i], "--chat")) {
             chat = true;
         } else if (argv[i][0] == '-') {
-            cJSON_Delete(chat_vars);
             return qe_usage_error("eval", "unknown option '%s'", argv[i]);
         } else if (!model) {
             model = argv[i];
@@ -175,10 +170,8 @@ int qe_cmd_eval(int argc, char **argv)
         }
     }
     bool chat_opts = system || chat_file || chat_name || cJSON_GetArraySize(chat_vars) > 0;
-    if (!model) {
-        cJSON_Delete(chat_vars);
+    if (!model)
         return qe_usage_error("eval", "missing MODEL");
-    }
     if (db) {
         /* the artifact's own template; its sha256 goes into the run key */
         qe_err cerr = {0};
@@ -193,11 +186,9 @@ int qe_cmd_eval(int argc, char **argv)
             drc = eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads, dct,
                                system, chat_vars);
         qe_chat_template_free(dct);
-        cJSON_Delete(chat_vars);
         return drc;
     }
     if (text || !tasks == !suite) {
-        cJSON_Delete(chat_vars);
         if (text)
             return qe_usage_error("eval", "--text is only used with --db");
         return qe_usage_error("eval", "give exactly one of --tasks or --suite");
@@ -208,11 +199,8 @@ int qe_cmd_eval(int argc, char **argv)
     qe_chat_template *ct = NULL;
     if (suite) {
         s = qe_suite_load_name(suite, &err);
-        if (!s) {
-            cJSON_Delete(chat_vars);
-            qe_chat_template_free(ct);
+        if (!s)
             return qe_report_error("eval", &err);
-        }
     } else {
         s = calloc(1, sizeof *s);
         char *dup = strdup(tasks);
@@ -319,9 +307,16 @@ int qe_cmd_eval(int argc, char **argv)
     free(ts);
     qe_suite_free(s);
     qe_chat_template_free(ct);
-    cJSON_Delete(chat_vars);
     close_side(&cand);
     if (ref)
         close_side(&refs);
     return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
+}
+
+int qe_cmd_eval(int argc, char **argv)
+{
+    cJSON *chat_vars = cJSON_CreateObject();
+    int rc = chat_vars ? eval_main(argc, argv, chat_vars) : QE_EXIT_USAGE;
+    cJSON_Delete(chat_vars);
+    return rc;
 }
