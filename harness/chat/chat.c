@@ -324,7 +324,7 @@ int qe_chat_set_var(cJSON *ctx, const char *kv, qe_err *err)
         return qe_err_set(err, QE_EINVAL, "template variable '%s': expected NAME=VALUE", kv);
     char key[256];
     snprintf(key, sizeof key, "%.*s", (int)(eq - kv < 255 ? eq - kv : 255), kv);
-    cJSON *v = cJSON_Parse(eq + 1);
+    cJSON *v = qe_jinja_json_parse(eq + 1, strlen(eq + 1), NULL);
     if (!v)
         v = cJSON_CreateString(eq + 1);
     if (!v)

@@ -100,6 +100,8 @@ typedef struct jlist {
     size_t n;
     struct jval *v;
     bool tuple;
+    bool lazy; /* a Python generator from a filter (map, select...): always true, no len,
+                  not JSON serializable, not subscriptable */
 } jlist;
 
 typedef struct jdict {
@@ -122,6 +124,7 @@ typedef struct jval {
         struct jfunc *fn;
         struct jloop *lp;
     } u;
+    bool safe; /* T_STR: a markupsafe.Markup (|safe, |escape): `+` escapes plain strings */
 } jval;
 
 /* ------------------------------------------------------------------ lexer */
@@ -1428,8 +1431,10 @@ static jnode *parse_stmt(P *p)
             adv(p);
             n->c = parse_expr(p);
         }
-        if (t_name(cur(p), "recursive"))
-            p_fail(p, cur(p)->off, "recursive loops are not supported");
+        if (t_name(cur(p), "recursive")) {
+            n->op = 1; /* loop(children) renders the body again, one level deeper */
+            adv(p);
+        }
         expect_bend(p, "for");
         p->loop_depth++;
         static const char *const e1[] = {"else", "endfor", NULL};
@@ -1638,7 +1643,7 @@ typedef struct jframe {
     jval *v;
 } jframe;
 
-enum { F_BUILTIN, F_METHOD, F_MACRO, F_CALLER, F_CYCLE };
+enum { F_BUILTIN, F_METHOD, F_MACRO, F_CALLER, F_CYCLE, F_CHANGED };
 enum { B_RANGE, B_NAMESPACE, B_RAISE, B_STRFTIME, B_DICT };
 
 typedef struct jfunc {
@@ -1654,6 +1659,10 @@ typedef struct jloop {
     jlist *items;
     int64_t i;
     int depth;
+    jval last;       /* loop.changed: the arguments of its previous call */
+    bool has_last;
+    const struct jnode *node;  /* recursive loops: the for tag ... */
+    struct jframe *frame;      /* ... and the frame it runs in */
 } jloop;
 
 typedef struct jbuf {
@@ -1795,8 +1804,8 @@ __attribute__((format(printf, 2, 3))) static jval v_undef(R *r, const char *fmt,
 static jlist *mklist(R *r, size_t n)
 {
     jlist *l = r_alloc(r, sizeof *l);
+    memset(l, 0, sizeof *l);
     l->n = n;
-    l->tuple = false;
     l->v = n ? r_alloc(r, n * sizeof(jval)) : NULL;
     return l;
 }
@@ -1821,9 +1830,9 @@ static void vec_push(R *r, jvec *v, jval x)
 static jval v_vec(R *r, jvec *v)
 {
     jlist *l = r_alloc(r, sizeof *l);
+    memset(l, 0, sizeof *l);
     l->n = v->n;
     l->v = v->v;
-    l->tuple = false;
     return v_list(l);
 }
 
@@ -1981,7 +1990,7 @@ static const char *type_name(const jval *v)
     case T_INT: return "int";
     case T_FLOAT: return "float";
     case T_STR: return "str";
-    case T_LIST: return v->u.l->tuple ? "tuple" : "list";
+    case T_LIST: return v->u.l->lazy ? "generator" : v->u.l->tuple ? "tuple" : "list";
     case T_DICT: return "dict";
     case T_NS: return "Namespace";
     case T_FUNC: return "function";
@@ -1999,7 +2008,7 @@ static bool truthy(const jval *v)
     case T_INT: return v->u.i != 0;
     case T_FLOAT: return v->u.f != 0;
     case T_STR: return v->u.s->n != 0;
-    case T_LIST: return v->u.l->n != 0;
+    case T_LIST: return v->u.l->lazy || v->u.l->n != 0;
     case T_DICT: return v->u.d->n != 0;
     default: return true;
     }
@@ -2208,6 +2217,10 @@ static void put_value(R *r, jbuf *b, const jval *v, bool repr)
         break;
     case T_LIST: {
         jlist *l = v->u.l;
+        if (l->lazy) { /* Python prints the generator's address; no stable text */
+            buf_puts(r, b, "<generator object>");
+            break;
+        }
         buf_putc(r, b, l->tuple ? '(' : '[');
         for (size_t i = 0; i < l->n; i++) {
             if (i)
@@ -2331,6 +2344,8 @@ static void put_json(R *r, const jnode *at, jbuf *b, const jval *v, const json_o
     case T_STR: put_json_str(r, b, v->u.s->s, v->u.s->n, o->ascii); return;
     case T_LIST: {
         jlist *l = v->u.l;
+        if (l->lazy)
+            r_fail(r, at, "tojson: Object of type generator is not JSON serializable");
         if (!l->n) {
             buf_puts(r, b, "[]");
             return;
@@ -2575,8 +2590,8 @@ static jval getattr_v(R *r, const jnode *at, const jval *o, jstr *name)
             return i > 0 ? lp->items->v[i - 1] : v_undef(r, "there is no previous item");
         if (IS("nextitem"))
             return i + 1 < n ? lp->items->v[i + 1] : v_undef(r, "there is no next item");
-        if (IS("cycle")) {
-            jval f = mkfunc(r, F_CYCLE, 0, name);
+        if (IS("cycle") || IS("changed")) {
+            jval f = mkfunc(r, IS("cycle") ? F_CYCLE : F_CHANGED, 0, name);
             f.u.fn->self = *o;
             return f;
         }
@@ -2603,6 +2618,8 @@ static jval getitem_v(R *r, const jnode *at, const jval *o, const jval *k)
     }
     case T_LIST:
     case T_STR:
+        if (o->t == T_LIST && o->u.l->lazy)
+            return v_undef(r, "'generator' object is not subscriptable");
         if (k->t == T_INT || k->t == T_BOOL) {
             int64_t i = num_i(k);
             int64_t n = o->t == T_LIST ? (int64_t)o->u.l->n
@@ -2757,6 +2774,30 @@ static void eval_args(R *r, jframe *f, const jnode *n, jargs *a)
 
 /* --- arithmetic --- */
 
+static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a);
+
+/* markupsafe.escape: Markup stays as it is, anything else becomes escaped Markup. */
+static jval html_escape(R *r, const jval *v)
+{
+    if (v->t == T_STR && v->safe)
+        return *v;
+    jstr *s = to_str(r, v);
+    jbuf b = {0};
+    for (size_t i = 0; i < s->n; i++) {
+        switch (s->s[i]) {
+        case '&': buf_puts(r, &b, "&amp;"); break;
+        case '<': buf_puts(r, &b, "&lt;"); break;
+        case '>': buf_puts(r, &b, "&gt;"); break;
+        case '"': buf_puts(r, &b, "&#34;"); break;
+        case '\'': buf_puts(r, &b, "&#39;"); break;
+        default: buf_putc(r, &b, s->s[i]);
+        }
+    }
+    jval res = v_buf(r, &b);
+    res.safe = true;
+    return res;
+}
+
 static jval arith(R *r, const jnode *at, int op, const jval *a, const jval *b)
 {
     static const char *const opn[] = {"+", "-", "*", "/", "//", "%", "**", "~"};
@@ -2841,13 +2882,41 @@ static jval arith(R *r, const jnode *at, int op, const jval *a, const jval *b)
         case OP_POW: return v_float(pow(x, y));
         }
     }
-    if (op == OP_ADD && a->t == T_STR && b->t == T_STR) {
-        jbuf o = {0};
-        buf_put(r, &o, a->u.s->s, a->u.s->n);
-        buf_put(r, &o, b->u.s->s, b->u.s->n);
-        return v_buf(r, &o);
+    if (op == OP_MOD && a->t == T_STR) { /* printf-style formatting */
+        jargs fa = {0};
+        if (b->t == T_LIST && b->u.l->tuple) {
+            fa.pos = b->u.l->v;
+            fa.npos = b->u.l->n;
+        } else {
+            fa.pos = (jval *)b;
+            fa.npos = 1;
+        }
+        if (a->safe) { /* Markup % args escapes the arguments */
+            jval *esc = r_alloc(r, (fa.npos + 1) * sizeof *esc);
+            for (size_t i = 0; i < fa.npos; i++)
+                esc[i] = html_escape(r, &fa.pos[i]);
+            fa.pos = esc;
+        }
+        jval res = do_format(r, at, a->u.s, &fa);
+        res.safe = a->safe;
+        return res;
     }
-    if (op == OP_ADD && a->t == T_LIST && b->t == T_LIST) {
+    if (op == OP_ADD && a->t == T_STR && b->t == T_STR) {
+        /* Markup + str escapes the str (markupsafe), and the result is Markup */
+        jval x = *a, y = *b;
+        bool safe = a->safe || b->safe;
+        if (safe) {
+            x = html_escape(r, a);
+            y = html_escape(r, b);
+        }
+        jbuf o = {0};
+        buf_put(r, &o, x.u.s->s, x.u.s->n);
+        buf_put(r, &o, y.u.s->s, y.u.s->n);
+        jval res = v_buf(r, &o);
+        res.safe = safe;
+        return res;
+    }
+    if (op == OP_ADD && a->t == T_LIST && b->t == T_LIST && !a->u.l->lazy && !b->u.l->lazy) {
         jlist *l = mklist(r, a->u.l->n + b->u.l->n);
         if (a->u.l->n)
             memcpy(l->v, a->u.l->v, a->u.l->n * sizeof(jval));
@@ -2908,66 +2977,157 @@ static bool contains(R *r, const jnode *at, const jval *item, const jval *cont)
 
 /* --- string helpers for methods and filters --- */
 
-static void ascii_case(jbuf *b, int mode) /* 0 lower, 1 upper, 2 swap */
+/* Simple case mappings of Python's str for Latin, Greek, Cyrillic,
+ * Armenian and fullwidth letters (no final-sigma or locale rules). */
+static uint32_t uc_lower(uint32_t c)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        char c = b->p[i];
-        if (mode == 0 || (mode == 2 && isupper((unsigned char)c)))
-            b->p[i] = (char)tolower((unsigned char)c);
-        else if (mode == 1 || (mode == 2 && islower((unsigned char)c)))
-            b->p[i] = (char)toupper((unsigned char)c);
-    }
+    if (c < 0x80)
+        return c >= 'A' && c <= 'Z' ? c + 32 : c;
+    if ((c >= 0xC0 && c <= 0xDE && c != 0xD7) || (c >= 0x391 && c <= 0x3AB && c != 0x3A2) ||
+        (c >= 0x410 && c <= 0x42F))
+        return c + 32;
+    if ((c >= 0x100 && c <= 0x137) || (c >= 0x14A && c <= 0x177) || (c >= 0x460 && c <= 0x481) ||
+        (c >= 0x48A && c <= 0x4BF))
+        return c | 1;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+        return c & 1 ? c + 1 : c;
+    if (c == 0x130)
+        return 'i';
+    if (c == 0x178)
+        return 0xFF;
+    if (c == 0x386)
+        return 0x3AC;
+    if (c >= 0x388 && c <= 0x38A)
+        return c + 37;
+    if (c == 0x38C)
+        return 0x3CC;
+    if (c == 0x38E || c == 0x38F)
+        return c + 63;
+    if (c >= 0x400 && c <= 0x40F)
+        return c + 80;
+    if (c >= 0x531 && c <= 0x556)
+        return c + 48;
+    if (c >= 0xFF21 && c <= 0xFF3A)
+        return c + 32;
+    return c;
 }
 
+static uint32_t uc_upper(uint32_t c)
+{
+    if (c < 0x80)
+        return c >= 'a' && c <= 'z' ? c - 32 : c;
+    if ((c >= 0xE0 && c <= 0xFE && c != 0xF7) || (c >= 0x3B1 && c <= 0x3CB && c != 0x3C2) ||
+        (c >= 0x430 && c <= 0x44F))
+        return c - 32;
+    if ((c >= 0x100 && c <= 0x137) || (c >= 0x14A && c <= 0x177) || (c >= 0x460 && c <= 0x481) ||
+        (c >= 0x48A && c <= 0x4BF))
+        return c & ~(uint32_t)1;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+        return c & 1 ? c : c - 1;
+    if (c == 0xFF)
+        return 0x178;
+    if (c == 0xB5)
+        return 0x39C;
+    if (c == 0x131)
+        return 'I';
+    if (c == 0x17F)
+        return 'S';
+    if (c == 0x3C2)
+        return 0x3A3;
+    if (c == 0x3AC)
+        return 0x386;
+    if (c >= 0x3AD && c <= 0x3AF)
+        return c - 37;
+    if (c == 0x3CC)
+        return 0x38C;
+    if (c == 0x3CD || c == 0x3CE)
+        return c - 63;
+    if (c >= 0x450 && c <= 0x45F)
+        return c - 80;
+    if (c >= 0x561 && c <= 0x586)
+        return c - 48;
+    if (c >= 0xFF41 && c <= 0xFF5A)
+        return c - 32;
+    return c;
+}
+
+static bool uc_cased(uint32_t c) { return uc_lower(c) != c || uc_upper(c) != c; }
+static bool uc_is_upper(uint32_t c) { return uc_lower(c) != c; }
+static bool uc_is_lower(uint32_t c) { return uc_upper(c) != c; }
+
+static void put_cp(R *r, jbuf *b, uint32_t c, bool upper)
+{
+    char u[4];
+    if (upper && c == 0xDF) { /* ß -> SS */
+        buf_puts(r, b, "SS");
+        return;
+    }
+    buf_put(r, b, u, utf8_put(u, c));
+}
+
+/* mode 0 lower, 1 upper, 2 swap */
 static jval str_case(R *r, const jstr *s, int mode)
 {
     jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
-    ascii_case(&b, mode);
-    return v_buf(r, &b);
-}
-
-/* Python str.title(): a cased letter after a non-letter starts a word. */
-static jval py_title(R *r, const jstr *s)
-{
-    jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
-    bool prev_cased = false;
-    for (size_t i = 0; i < b.n; i++) {
-        unsigned char c = (unsigned char)b.p[i];
-        bool cased = isalpha(c);
-        if (cased)
-            b.p[i] = (char)(prev_cased ? tolower(c) : toupper(c));
-        prev_cased = cased || (c >= 0x80); /* non-ASCII letters count as cased */
+    for (size_t i = 0; i < s->n;) {
+        size_t st = i;
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        bool up = mode == 1 || (mode == 2 && uc_is_lower(c));
+        uint32_t m = up ? uc_upper(c) : (mode == 0 || uc_is_upper(c)) ? uc_lower(c) : c;
+        if (m == c && !(up && c == 0xDF))
+            buf_put(r, &b, s->s + st, i - st);
+        else
+            put_cp(r, &b, m, up);
     }
     return v_buf(r, &b);
 }
 
-/* Jinja's |title: words split at whitespace, '-', and opening brackets. */
+/* Python str.title(): a cased letter after an uncased one starts a word. */
+static jval py_title(R *r, const jstr *s)
+{
+    jbuf b = {0};
+    bool prev_cased = false;
+    for (size_t i = 0; i < s->n;) {
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        bool cased = uc_cased(c);
+        if (cased)
+            put_cp(r, &b, prev_cased ? uc_lower(c) : uc_upper(c), !prev_cased);
+        else
+            put_cp(r, &b, c, false);
+        prev_cased = cased;
+    }
+    return v_buf(r, &b);
+}
+
+/* Jinja's |title: words split at whitespace, '-', and opening brackets;
+ * the first character of each upper, the rest lower. */
 static jval jinja_title(R *r, const jstr *s)
 {
     jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
     bool start = true;
-    for (size_t i = 0; i < b.n; i++) {
-        unsigned char c = (unsigned char)b.p[i];
-        if (is_ws((char)c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<') {
+    for (size_t i = 0; i < s->n;) {
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        if (py_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<') {
+            put_cp(r, &b, c, false);
             start = true;
             continue;
         }
-        b.p[i] = (char)(start ? toupper(c) : tolower(c));
+        put_cp(r, &b, start ? uc_upper(c) : uc_lower(c), start);
         start = false;
     }
     return v_buf(r, &b);
 }
 
+/* Python str.capitalize(): the first character upper, the rest lower. */
 static jval py_capitalize(R *r, const jstr *s)
 {
     jbuf b = {0};
-    buf_put(r, &b, s->s, s->n);
-    ascii_case(&b, 0);
-    if (b.n)
-        b.p[0] = (char)toupper((unsigned char)b.p[0]);
+    bool first = true;
+    for (size_t i = 0; i < s->n;) {
+        uint32_t c = utf8_get(s->s, s->n, &i);
+        put_cp(r, &b, first ? uc_upper(c) : uc_lower(c), first);
+        first = false;
+    }
     return v_buf(r, &b);
 }
 
@@ -3585,7 +3745,8 @@ static jval do_tojson(R *r, const jnode *at, const jval *v, const jargs *a)
     return v_buf(r, &b);
 }
 
-/* printf-style `"%s" | format(x)`. */
+/* Python's printf-style formatting, `"%s: %05.1f" % (a, b)` and `|format`:
+ * flags, width, precision and the conversions s r d i u f F e E g G x X o c %. */
 static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a)
 {
     jbuf b = {0};
@@ -3595,7 +3756,20 @@ static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a)
             buf_putc(r, &b, s->s[i]);
             continue;
         }
-        if (++i >= s->n)
+        char spec[32];
+        size_t k = 0;
+        spec[k++] = '%';
+        i++;
+        while (i < s->n && strchr("-+ #0", s->s[i]) && k < 8)
+            spec[k++] = s->s[i++];
+        while (i < s->n && isdigit((unsigned char)s->s[i]) && k < 16)
+            spec[k++] = s->s[i++];
+        if (i < s->n && s->s[i] == '.') {
+            spec[k++] = s->s[i++];
+            while (i < s->n && isdigit((unsigned char)s->s[i]) && k < 24)
+                spec[k++] = s->s[i++];
+        }
+        if (i >= s->n)
             r_fail(r, at, "format: incomplete format");
         char c = s->s[i];
         if (c == '%') {
@@ -3603,30 +3777,47 @@ static jval do_format(R *r, const jnode *at, const jstr *s, const jargs *a)
             continue;
         }
         if (ai >= a->npos)
-            r_fail(r, at, "format: not enough arguments for format string");
+            r_fail(r, at, "not enough arguments for format string");
         jval v = a->pos[ai++];
-        if (c == 's') {
-            jstr *t = to_str(r, &v);
-            buf_put(r, &b, t->s, t->n);
-        } else if (c == 'r') {
-            put_value(r, &b, &v, true);
-        } else if (c == 'd' || c == 'i') {
+        char out[512];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        if (c == 's' || c == 'r') {
+            jbuf t = {0};
+            put_value(r, &t, &v, c == 'r');
+            spec[k++] = 's';
+            spec[k] = 0;
+            if (k == 2) { /* plain %s: no length limit */
+                buf_put(r, &b, t.p ? t.p : "", t.n);
+                continue;
+            }
+            snprintf(out, sizeof out, spec, t.p ? t.p : "");
+        } else if (strchr("diuxXoc", c)) {
             if (!is_num(&v))
-                r_fail(r, at, "format: %%d format: a number is required, not %s", type_name(&v));
-            char t[32];
-            snprintf(t, sizeof t, "%lld",
-                     (long long)(v.t == T_FLOAT ? (int64_t)v.u.f : num_i(&v)));
-            buf_puts(r, &b, t);
-        } else if (c == 'f') {
+                r_fail(r, at, "%%%c format: a number is required, not %s", c, type_name(&v));
+            long long iv = v.t == T_FLOAT ? (long long)v.u.f : (long long)num_i(&v);
+            spec[k++] = 'l';
+            spec[k++] = 'l';
+            spec[k++] = c == 'i' || c == 'u' ? 'd' : c;
+            spec[k] = 0;
+            if (c == 'c')
+                snprintf(out, sizeof out, "%c", (int)iv);
+            else
+                snprintf(out, sizeof out, spec, iv);
+        } else if (strchr("fFeEgG", c)) {
             if (!is_num(&v))
-                r_fail(r, at, "format: %%f format: a number is required, not %s", type_name(&v));
-            char t[64];
-            snprintf(t, sizeof t, "%f", num_f(&v));
-            buf_puts(r, &b, t);
+                r_fail(r, at, "%%%c format: a number is required, not %s", c, type_name(&v));
+            spec[k++] = c;
+            spec[k] = 0;
+            snprintf(out, sizeof out, spec, num_f(&v));
         } else {
-            r_fail(r, at, "format: unsupported format character '%c'", c);
+            r_fail(r, at, "unsupported format character '%c'", c);
         }
+#pragma GCC diagnostic pop
+        buf_puts(r, &b, out);
     }
+    if (ai < a->npos)
+        r_fail(r, at, "not all arguments converted during string formatting");
     return v_buf(r, &b);
 }
 
@@ -3642,8 +3833,8 @@ static jargs args_shift(const jargs *a, size_t k)
     return s;
 }
 
-static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jval v,
-                         const jargs *a)
+static jval apply_filter_impl(R *r, jframe *f, const jnode *at, const jstr *name, jval v,
+                              const jargs *a)
 {
     jval x;
 #define IS(lit) name_is(name, lit)
@@ -3655,8 +3846,19 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
             return def;
         return v;
     }
-    if (IS("safe"))
-        return v;
+    if (IS("safe")) {
+        jval m = v.t == T_STR ? v : v_str(r, to_str(r, &v)->s, to_str(r, &v)->n);
+        m.safe = true;
+        return m;
+    }
+    /* Python generators (Jinja's map/select/... yield): mark the lists they give */
+    bool gen_filter = IS("map") || IS("select") || IS("reject") || IS("selectattr") ||
+                      IS("rejectattr");
+    if (gen_filter && !truthy(&v)) { /* `if value:` guards their loops in Jinja */
+        jlist *l = mklist(r, 0);
+        l->lazy = true;
+        return v_list(l);
+    }
     if (IS("tojson"))
         return do_tojson(r, at, &v, a);
     if (IS("string"))
@@ -3665,7 +3867,10 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
         switch (v.t) {
         case T_UNDEF: return v_int(0);
         case T_STR: return v_int((int64_t)cp_count(v.u.s->s, v.u.s->n));
-        case T_LIST: return v_int((int64_t)v.u.l->n);
+        case T_LIST:
+            if (v.u.l->lazy)
+                r_fail(r, at, "object of type 'generator' has no len()");
+            return v_int((int64_t)v.u.l->n);
         case T_DICT:
         case T_NS: return v_int((int64_t)v.u.d->n);
         default: r_fail(r, at, "object of type '%s' has no len()", type_name(&v));
@@ -3687,8 +3892,8 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
         return call_method(r, at, &fn, &none);
     }
     if (IS("first") || IS("last")) {
-        if (v.t == T_DICT && IS("last"))
-            r_fail(r, at, "last: 'dict' object is not reversible");
+        if ((v.t == T_DICT || (v.t == T_LIST && v.u.l->lazy)) && IS("last"))
+            r_fail(r, at, "last: '%s' object is not reversible", type_name(&v));
         jlist *l = iter_list(r, at, &v);
         if (!l->n)
             return v_undef(r, "No %s item, sequence was empty.", IS("first") ? "first" : "last");
@@ -4008,20 +4213,8 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
         }
         return v_int(c);
     }
-    if (IS("e") || IS("escape")) {
-        jbuf b = {0};
-        for (size_t i = 0; i < s->n; i++) {
-            switch (s->s[i]) {
-            case '&': buf_puts(r, &b, "&amp;"); break;
-            case '<': buf_puts(r, &b, "&lt;"); break;
-            case '>': buf_puts(r, &b, "&gt;"); break;
-            case '"': buf_puts(r, &b, "&#34;"); break;
-            case '\'': buf_puts(r, &b, "&#39;"); break;
-            default: buf_putc(r, &b, s->s[i]);
-            }
-        }
-        return v_buf(r, &b);
-    }
+    if (IS("e") || IS("escape"))
+        return html_escape(r, &v);
     if (IS("striptags")) {
         jbuf b = {0};
         bool tag = false;
@@ -4069,6 +4262,18 @@ static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jva
     r_fail(r, at, "no filter named '%s'", name->s);
 }
 
+static jval apply_filter(R *r, jframe *f, const jnode *at, const jstr *name, jval v,
+                         const jargs *a)
+{
+    jval res = apply_filter_impl(r, f, at, name, v, a);
+    /* what Jinja gives back as a generator or iterator (it yields, or reversed()) */
+    static const char *const lazy[] = {"map", "select", "reject", "selectattr", "rejectattr",
+                                       "unique", "batch", "items", "reverse", NULL};
+    if (res.t == T_LIST && in_list(lazy, name))
+        res.u.l->lazy = true;
+    return res;
+}
+
 static bool apply_test(R *r, jframe *f, const jnode *at, const jstr *name, const jval *v,
                        const jargs *a)
 {
@@ -4100,7 +4305,7 @@ static bool apply_test(R *r, jframe *f, const jnode *at, const jstr *name, const
     if (IS("iterable"))
         return v->t == T_STR || v->t == T_LIST || v->t == T_DICT || v->t == T_UNDEF;
     if (IS("sequence"))
-        return v->t == T_STR || v->t == T_LIST || v->t == T_DICT;
+        return v->t == T_STR || (v->t == T_LIST && !v->u.l->lazy) || v->t == T_DICT;
     if (IS("callable"))
         return v->t == T_FUNC;
     if (IS("escaped"))
@@ -4156,6 +4361,7 @@ static bool apply_test(R *r, jframe *f, const jnode *at, const jstr *name, const
 
 enum { FLOW_NORMAL, FLOW_BREAK, FLOW_CONTINUE };
 static int exec_list(R *r, jframe *f, jnode *const *kids, size_t n, jbuf *out);
+static int exec_for_items(R *r, jframe *f, const jnode *n, jval it, int depth, jbuf *out);
 
 static jval call_builtin(R *r, const jnode *at, int id, const jargs *a)
 {
@@ -4302,6 +4508,18 @@ static jval call_v(R *r, jframe *f, const jnode *at, const jval *fnv, const jarg
     (void)f;
     if (fnv->t == T_UNDEF)
         r_fail(r, at, "%s", fnv->u.s ? fnv->u.s->s : "undefined value is not callable");
+    if (fnv->t == T_LOOP && fnv->u.lp->node && fnv->u.lp->node->op == 1) {
+        if (a->npos != 1)
+            r_fail(r, at, "loop() takes one iterable, got %zu arguments", a->npos);
+        jloop *lp = fnv->u.lp;
+        if (r->call_depth >= r->lim.max_call_depth)
+            r_fail(r, at, "recursive loop calls nested deeper than %d", r->lim.max_call_depth);
+        jbuf b = {0};
+        r->call_depth++;
+        exec_for_items(r, lp->frame, lp->node, a->pos[0], lp->depth + 1, &b);
+        r->call_depth--;
+        return v_buf(r, &b);
+    }
     if (fnv->t != T_FUNC)
         r_fail(r, at, "'%s' object is not callable", type_name(fnv));
     const jfunc *fn = fnv->u.fn;
@@ -4314,6 +4532,17 @@ static jval call_v(R *r, jframe *f, const jnode *at, const jval *fnv, const jarg
         if (!a->npos)
             r_fail(r, at, "no items for cycling given");
         return a->pos[fn->self.u.lp->i % (int64_t)a->npos];
+    }
+    case F_CHANGED: {
+        jloop *lp = fn->self.u.lp;
+        jlist *l = mklist(r, a->npos);
+        if (a->npos)
+            memcpy(l->v, a->pos, a->npos * sizeof(jval));
+        jval now = v_list(l);
+        bool changed = !lp->has_last || !v_eq(&lp->last, &now);
+        lp->last = now;
+        lp->has_last = true;
+        return v_bool(changed);
     }
     }
     r_fail(r, at, "not callable");
@@ -4484,9 +4713,12 @@ static jval apply_chain(R *r, jframe *f, const jnode *fl, jval v)
     return apply_filter(r, f, fl, fl->name, v, &a);
 }
 
-static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
+/* The loop over `it` (a value) at `depth`: recursive loops call this again
+ * through loop(children). */
+static int exec_for_items(R *r, jframe *f, const jnode *n, jval it, int depth, jbuf *out)
 {
-    jval it = ev(r, f, n->b);
+    if (depth > MAX_NEST)
+        r_fail(r, n, "recursive loop nested deeper than %d", MAX_NEST);
     jlist *items = iter_list(r, n->b, &it);
     if (n->c) { /* for x in xs if cond */
         jvec keep = {0};
@@ -4502,8 +4734,11 @@ static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
     }
     jstr *ln = mkstr(r, "loop", 4);
     jloop *lp = r_alloc(r, sizeof *lp);
+    memset(lp, 0, sizeof *lp);
     lp->items = items;
-    lp->depth = 1; /* loop.depth counts only recursive loops, which are not supported */
+    lp->depth = depth;
+    lp->node = n;
+    lp->frame = f;
     jval lv = {.t = T_LOOP};
     lv.u.lp = lp;
     /* one frame, emptied for each iteration: a set in the body does not
@@ -4522,6 +4757,11 @@ static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
     if (!items->n && n->n_kids2)
         return exec_list(r, f, n->kids2, n->n_kids2, out);
     return FLOW_NORMAL;
+}
+
+static int exec_for(R *r, jframe *f, const jnode *n, jbuf *out)
+{
+    return exec_for_items(r, f, n, ev(r, f, n->b), 1, out);
 }
 
 static int exec_node(R *r, jframe *f, const jnode *n, jbuf *out)
@@ -4630,6 +4870,13 @@ static jval from_json(R *r, const cJSON *j)
             return v_int((int64_t)d);
         return v_float(d);
     }
+    if (cJSON_IsRaw(j) && j->valuestring) {
+        /* a number literal kept as text (qe_jinja_json_parse): 1.0 stays a float */
+        const char *t = j->valuestring;
+        if (strpbrk(t, ".eE"))
+            return v_float(strtod(t, NULL));
+        return v_int(strtoll(t, NULL, 10));
+    }
     if (cJSON_IsString(j))
         return v_cstr(r, j->valuestring ? j->valuestring : "");
     if (cJSON_IsArray(j)) {
@@ -4650,6 +4897,67 @@ static jval from_json(R *r, const cJSON *j)
 }
 
 /* ---------------------------------------------------------------- public */
+
+/* Number literals of the JSON text in document order, to mark the
+ * integral-valued floats ("1.0", "2e3") that cJSON cannot tell from ints. */
+static void mark_floats(cJSON *j, const char *text, size_t n, size_t *pos)
+{
+    if (cJSON_IsNumber(j)) {
+        /* the next number token in the text outside strings */
+        size_t i = *pos;
+        bool in_str = false;
+        for (; i < n; i++) {
+            char c = text[i];
+            if (in_str) {
+                if (c == '\\')
+                    i++;
+                else if (c == '"')
+                    in_str = false;
+            } else if (c == '"') {
+                in_str = true;
+            } else if (c == '-' || isdigit((unsigned char)c)) {
+                break;
+            }
+        }
+        size_t st = i;
+        while (i < n && (isdigit((unsigned char)text[i]) || strchr("+-.eE", text[i])))
+            i++;
+        *pos = i;
+        double d = j->valuedouble;
+        bool float_text = false;
+        for (size_t k = st; k < i; k++)
+            float_text = float_text || text[k] == '.' || text[k] == 'e' || text[k] == 'E';
+        if (float_text && d == floor(d) && i - st < 64) {
+            char lit[64];
+            memcpy(lit, text + st, i - st);
+            lit[i - st] = 0;
+            /* keep it as raw text: the renderer reads it back as a float */
+            char *raw = cJSON_malloc(i - st + 1);
+            if (raw) {
+                memcpy(raw, lit, i - st + 1);
+                j->type = cJSON_Raw;
+                j->valuestring = raw;
+            }
+        }
+        return;
+    }
+    for (cJSON *c = j->child; c; c = c->next)
+        mark_floats(c, text, n, pos);
+}
+
+cJSON *qe_jinja_json_parse(const char *text, size_t n, size_t *err_off)
+{
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+    if (!j) {
+        if (err_off)
+            *err_off = end ? (size_t)(end - text) : 0;
+        return NULL;
+    }
+    size_t pos = 0;
+    mark_floats(j, text, n, &pos);
+    return j;
+}
 
 void qe_jinja_limits_default(qe_jinja_limits *lim)
 {

@@ -53,6 +53,12 @@ void qe_jinja_free(qe_jinja *t);
 int qe_jinja_render(const qe_jinja *t, const struct cJSON *ctx, const qe_jinja_limits *lim,
                     char **out, size_t *out_n, qe_err *err);
 
+/* cJSON_Parse, except that integral-valued floats of the text ("1.0",
+ * "2e3") are kept as cJSON_Raw number text so that they render as Python
+ * floats ("1.0"); cJSON alone cannot tell them from ints.  NULL on malformed
+ * JSON (*err_off: where).  Free with cJSON_Delete. */
+struct cJSON *qe_jinja_json_parse(const char *text, size_t n, size_t *err_off);
+
 /* Parse and render in one call. */
 int qe_jinja_render_src(const char *src, size_t n, const struct cJSON *ctx, char **out,
                         size_t *out_n, qe_err *err);

@@ -2,7 +2,7 @@
  * cmd_eval.c: `qeval eval MODEL (--tasks a,b | --suite S) [--limit N]
  * [--reference REF] [--threads N] [--ctx N] [--verbose]`.  Thin printing
  * over harness/eval: each task runs on MODEL (and on REF when given, on
- * the same items), then one row per metric: value +- stderr, n, and the
+ * the same items; with --chat through MODEL's chat template), then one row per metric: value +- stderr, n, and the
  * paired delta vs the reference with its p-value.  BOS handling of the
  * two models is compared on every task's first prompt; a mismatch is an
  * error (the numbers would not be comparable).
@@ -12,11 +12,13 @@
  * run engine (harness/store/runner.h): perplexity/KLD on the text, plus the
  * given tasks or suite; the stored run is then printed as a table.
  */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../chat/chat.h"
 #include "../eval/lm.h"
 #include "../eval/stats.h"
 #include "../eval/task.h"
@@ -29,6 +31,8 @@
 static const char USAGE[] =
     "usage: qeval eval MODEL (--tasks a,b | --suite S) [--limit N] [--reference REF]\n"
     "                  [--threads N] [--ctx N] [--verbose]\n"
+    "                  [--chat [--system TEXT] [--chat-template FILE] [--template-name N]\n"
+    "                   [--template-var K=V]...]\n"
     "       qeval eval FILE.gguf --reference REF --db results.db [--tasks a,b | --suite S]\n"
     "                  [--limit N] [--text FILE] [--threads N]\n"
     "  MODEL, REF   GGUF, safetensors dir or llama2.c .bin\n"
@@ -40,8 +44,19 @@ static const char USAGE[] =
     "               choice adds ll_margin: the gold answer's loglik lead over the best\n"
     "               wrong answer, a continuous paired statistic\n"
     "  --ctx N      context window (default 512)    --threads N  OpenMP threads\n"
-    "  --verbose    log the first 16 token ids of every prompt to stderr\n"
+    "  --verbose    log the first 16 token ids of every prompt to stderr (--chat: 64)\n"
+    "  --chat       render every prompt through MODEL's chat template (GGUF\n"
+    "               tokenizer.chat_template, tokenizer_config.json): [system], few-shot\n"
+    "               examples as user/assistant turns, the prompt as the last user turn,\n"
+    "               add_generation_prompt; special tokens parsed, BOS never doubled;\n"
+    "               choices scored as the start of the assistant turn\n"
+    "  --system T   with --chat: a system message\n"
+    "  --chat-template F  with --chat: the template in file F instead of MODEL's\n"
+    "  --template-name N  with --chat: a named template of MODEL\n"
+    "  --template-var K=V with --chat: template variable (JSON value or string), e.g.\n"
+    "               enable_thinking=false; repeatable\n"
     "  --db F       store FILE.gguf as a variant named <file type>@<sha256 prefix> of REF's run\n"
+    "               (with --chat: FILE.gguf's template, part of the run key)\n"
     "               in the SQLite database F (resumable), then print the run's table\n"
     "  --text FILE  with --db: perplexity/KLD text (default: wikitext-2, or TinyStories for\n"
     "               models trained on <= 512 positions)\n"
@@ -73,7 +88,8 @@ static void close_side(ev_side *s)
 
 /* `qeval eval FILE.gguf --reference REF --db F`: store the artifact. */
 static int eval_into_db(const char *gguf, const char *ref, const char *db, const char *tasks,
-                        const char *suite, const char *text, long long limit, int threads)
+                        const char *suite, const char *text, long long limit, int threads,
+                        const qe_chat_template *ct, const char *system, const cJSON *vars)
 {
     if (!ref)
         return qe_usage_error("eval", "--db needs --reference MODEL (the full-precision model)");
@@ -86,6 +102,9 @@ static int eval_into_db(const char *gguf, const char *ref, const char *db, const
     o.text_path = text;
     o.limit = limit;
     o.threads = threads;
+    o.chat = ct;
+    o.chat_system = system;
+    o.chat_vars = vars;
     qe_err err = {0};
     int64_t run_id = 0;
     if (qe_store_eval_artifact(gguf, ref, db, &o, &run_id, &err) != 0)
@@ -131,11 +150,13 @@ static void print_margin_row(const qe_task *t, const qe_task_result *ref,
     free(b);
 }
 
-int qe_cmd_eval(int argc, char **argv)
+static int eval_main(int argc, char **argv, cJSON *chat_vars)
 {
     const char *model = NULL, *ref = NULL, *tasks = NULL, *suite = NULL, *db = NULL, *text = NULL;
     long long limit = 0, ctx = 512, threads = 0;
-    bool verbose = false;
+    bool verbose = false, chat = false;
+    const char *system = NULL, *chat_file = NULL, *chat_name = NULL;
+    qe_err verr = {0};
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (qe_arg_help(argv[i])) {
@@ -151,6 +172,15 @@ int qe_cmd_eval(int argc, char **argv)
             db = v;
         } else if ((v = qe_arg_value(argc, argv, &i, "--text", NULL))) {
             text = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--system", NULL))) {
+            system = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--chat-template", NULL))) {
+            chat_file = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--template-name", NULL))) {
+            chat_name = v;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--template-var", NULL))) {
+            if (qe_chat_set_var(chat_vars, v, &verr))
+                return qe_usage_error("eval", "%s", verr.msg);
         } else if ((v = qe_arg_value(argc, argv, &i, "--limit", NULL))) {
             if (!qe_arg_int("--limit", v, 1, 100000000, &limit))
                 return QE_EXIT_USAGE;
@@ -164,6 +194,8 @@ int qe_cmd_eval(int argc, char **argv)
             return QE_EXIT_USAGE; /* qe_arg_value printed the missing value */
         } else if (qe_arg_is_flag(argv[i], "--verbose")) {
             verbose = true;
+        } else if (qe_arg_is_flag(argv[i], "--chat")) {
+            chat = true;
         } else if (argv[i][0] == '-') {
             return qe_usage_error("eval", "unknown option '%s'", argv[i]);
         } else if (!model) {
@@ -172,17 +204,34 @@ int qe_cmd_eval(int argc, char **argv)
             return qe_usage_error("eval", "unexpected argument '%s'", argv[i]);
         }
     }
+    bool chat_opts = system || chat_file || chat_name || cJSON_GetArraySize(chat_vars) > 0;
     if (!model)
         return qe_usage_error("eval", "missing MODEL");
-    if (db)
-        return eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads);
-    if (text)
-        return qe_usage_error("eval", "--text is only used with --db");
-    if (!tasks == !suite)
+    if (db) {
+        /* the artifact's own template; its sha256 goes into the run key */
+        qe_err cerr = {0};
+        qe_chat_template *dct = NULL;
+        int drc;
+        if (chat_opts && !chat)
+            drc = qe_usage_error("eval", "--system, --chat-template, --template-name and "
+                                         "--template-var need --chat");
+        else if (chat && !(dct = qe_chat_template_load(model, chat_file, chat_name, &cerr)))
+            drc = qe_report_error("eval", &cerr);
+        else
+            drc = eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads, dct,
+                               system, chat_vars);
+        qe_chat_template_free(dct);
+        return drc;
+    }
+    if (text || !tasks == !suite) {
+        if (text)
+            return qe_usage_error("eval", "--text is only used with --db");
         return qe_usage_error("eval", "give exactly one of --tasks or --suite");
+    }
 
     qe_err err = {0};
     qe_suite *s = NULL;
+    qe_chat_template *ct = NULL;
     if (suite) {
         s = qe_suite_load_name(suite, &err);
         if (!s)
@@ -207,6 +256,21 @@ int qe_cmd_eval(int argc, char **argv)
         if (!ts[k])
             rc = err.code ? err.code : QE_EINVAL;
     }
+    /* --chat, or "chat": true in the suite or a task spec */
+    bool need_chat = chat || s->chat;
+    for (int k = 0; k < s->n && rc == 0; k++)
+        need_chat = need_chat || ts[k]->chat;
+    if (rc == 0 && chat_opts && !need_chat)
+        rc = qe_err_set(&err, QE_EINVAL, "--system, --chat-template, --template-name and "
+                                         "--template-var need --chat");
+    if (rc == 0 && need_chat) {
+        /* the candidate's template, used for the reference too (same prompts) */
+        ct = qe_chat_template_load(model, chat_file, chat_name, &err);
+        if (!ct)
+            rc = err.code ? err.code : QE_ENOTFOUND;
+        else if (verbose)
+            fprintf(stderr, "chat template: %s (sha256 %s)\n", ct->origin, ct->sha256);
+    }
     ev_side cand = {0}, refs = {0};
     if (rc == 0)
         rc = open_side(&cand, model, (int)ctx, (int)threads, &err);
@@ -217,7 +281,11 @@ int qe_cmd_eval(int argc, char **argv)
                ref ? "delta" : "", ref ? "p" : "", "fail");
     for (int k = 0; k < s->n && rc == 0; k++) {
         qe_eval_opts o = {.limit = limit ? (size_t)limit : s->entries[k].limit,
-                          .progress = true, .log = verbose ? stderr : NULL, .log_ids = 16};
+                          .progress = true, .log = verbose ? stderr : NULL,
+                          .log_ids = ct ? 64 : 16, .chat_system = system,
+                          .chat_vars = chat_vars};
+        if (chat || s->chat || ts[k]->chat)
+            o.chat = ct;
         qe_task_result rc_res, rr_res;
         memset(&rr_res, 0, sizeof rr_res);
         rc = qe_eval_task(&cand.lm, ts[k], &o, &rc_res, &err);
@@ -278,8 +346,17 @@ int qe_cmd_eval(int argc, char **argv)
         qe_task_free(ts[k]);
     free(ts);
     qe_suite_free(s);
+    qe_chat_template_free(ct);
     close_side(&cand);
     if (ref)
         close_side(&refs);
     return rc ? qe_report_error("eval", &err) : QE_EXIT_OK;
+}
+
+int qe_cmd_eval(int argc, char **argv)
+{
+    cJSON *chat_vars = cJSON_CreateObject();
+    int rc = chat_vars ? eval_main(argc, argv, chat_vars) : QE_EXIT_USAGE;
+    cJSON_Delete(chat_vars);
+    return rc;
 }

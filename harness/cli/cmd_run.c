@@ -4,12 +4,14 @@
  * results database, then print the summary and a recommendation.
  * The engine is harness/store/runner.c; rendering is reports/.
  */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../reports/report.h"
 #include "../eval/stats.h"
+#include "../chat/chat.h"
 #include "../store/runner.h"
 #include "cli.h"
 
@@ -45,6 +47,12 @@ static const char USAGE[] =
     "  --memory-budget SIZE recommend the best variant whose tensors fit (e.g. 8GiB)\n"
     "  --time-budget T      fit the run into T (e.g. 1h, 20m): probe per-item costs on\n"
     "                       the reference, set the per-task item limit, print the plan\n"
+    "  --chat               tasks through MODEL's chat template (see qeval eval --help);\n"
+    "                       the template's sha256 is part of the run key\n"
+    "  --system TEXT        with --chat: a system message\n"
+    "  --chat-template FILE with --chat: this template instead of MODEL's\n"
+    "  --template-name N    with --chat: a named template of MODEL\n"
+    "  --template-var K=V   with --chat: a template variable (repeatable)\n"
     "\n"
     "Recommendation: the smallest variant with dPPL <= +3%, mean KLD <= 0.05 and no\n"
     "task family losing > 2 points significantly (p < 0.05); with --memory-budget the\n"
@@ -52,7 +60,17 @@ static const char USAGE[] =
 
 #define MAX_RECIPES 16
 
+static int run_main(int argc, char **argv, cJSON *chat_vars);
+
 int qe_cmd_run(int argc, char **argv)
+{
+    cJSON *chat_vars = cJSON_CreateObject();
+    int rc = run_main(argc, argv, chat_vars);
+    cJSON_Delete(chat_vars);
+    return rc;
+}
+
+static int run_main(int argc, char **argv, cJSON *chat_vars)
 {
     qe_run_opts o;
     qe_run_opts_init(&o);
@@ -60,6 +78,9 @@ int qe_cmd_run(int argc, char **argv)
     const char *report_path = NULL;
     uint64_t budget = 0;
     double time_budget = 0;
+    bool chat = false;
+    const char *chat_file = NULL, *chat_name = NULL;
+    qe_err verr = {0};
     char args[2048] = "qeval run";
     for (int i = 1; i < argc; i++) {
         size_t l = strlen(args);
@@ -90,6 +111,17 @@ int qe_cmd_run(int argc, char **argv)
             o.calib_path = v;
         else if ((v = qe_arg_value(argc, argv, &i, "--report", NULL)))
             report_path = v;
+        else if ((v = qe_arg_value(argc, argv, &i, "--system", NULL)))
+            o.chat_system = v;
+        else if ((v = qe_arg_value(argc, argv, &i, "--chat-template", NULL)))
+            chat_file = v;
+        else if ((v = qe_arg_value(argc, argv, &i, "--template-name", NULL)))
+            chat_name = v;
+        else if ((v = qe_arg_value(argc, argv, &i, "--template-var", NULL))) {
+            if (qe_chat_set_var(chat_vars, v, &verr))
+                return qe_usage_error("run", "%s", verr.msg);
+        } else if (qe_arg_is_flag(argv[i], "--chat"))
+            chat = true;
         else if ((v = qe_arg_value(argc, argv, &i, "--recipe", NULL))) {
             if (o.n_recipes == MAX_RECIPES)
                 return qe_usage_error("run", "at most %d --recipe options", MAX_RECIPES);
@@ -138,13 +170,28 @@ int qe_cmd_run(int argc, char **argv)
         return qe_usage_error("run", "expected a MODEL (GGUF, safetensors dir or llama2.c .bin)");
     if (o.imatrix_path && o.calib_path)
         return qe_usage_error("run", "give --imatrix or --calib, not both");
+    if (!chat && (o.chat_system || chat_file || chat_name || cJSON_GetArraySize(chat_vars) > 0))
+        return qe_usage_error("run", "--system, --chat-template, --template-name and "
+                                     "--template-var need --chat");
     o.recipes = recipes;
     qe_err err = {0};
     int64_t run_id = -1;
-    if (time_budget > 0 && qe_run_plan_budget(&o, time_budget, stdout, &err))
+    qe_chat_template *ct = NULL;
+    if (chat) {
+        ct = qe_chat_template_load(o.model_path, chat_file, chat_name, &err);
+        if (!ct)
+            return qe_report_error("run", &err);
+        o.chat = ct;
+        o.chat_vars = chat_vars;
+    }
+    if (time_budget > 0 && qe_run_plan_budget(&o, time_budget, stdout, &err)) {
+        qe_chat_template_free(ct);
         return qe_report_error("run", &err);
+    }
     fflush(stdout);
-    if (qe_run_execute(&o, &run_id, &err))
+    int xrc = qe_run_execute(&o, &run_id, &err);
+    qe_chat_template_free(ct);
+    if (xrc)
         return qe_report_error("run", &err);
     qe_store *s = qe_store_open(o.db_path, &err);
     if (!s)

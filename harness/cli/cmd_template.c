@@ -141,12 +141,11 @@ int qe_cmd_template(int argc, char **argv)
             status = qe_report_error("template", &err);
             goto out;
         }
-        const char *end = NULL;
-        ctx = text ? cJSON_ParseWithLengthOpts(text, n, &end, 0) : NULL;
+        size_t bad = 0;
+        ctx = text ? qe_jinja_json_parse(text, n, &bad) : NULL;
         if (!cJSON_IsObject(ctx)) {
             qe_err_set(&err, QE_EJSON, "%s: %s at byte %zu", ctx_path,
-                       ctx ? "expected a JSON object" : "malformed JSON",
-                       end && text ? (size_t)(end - text) : (size_t)0);
+                       ctx ? "expected a JSON object" : "malformed JSON", ctx ? (size_t)0 : bad);
             status = qe_report_error("template", &err);
             goto out;
         }

@@ -12,12 +12,17 @@
  *    acc_norm_chars = lm-eval's ll / characters of the choice.
  *  - generate / exact_output: greedy, stop strings, filters, exact_match.
  *  - code_exec: greedy completion, program template, sandboxed python3.
+ *  - chat (o->chat): the context is the chat template's render of [system],
+ *    few-shot examples as user/assistant turns, and the prompt as the last
+ *    user turn, with add_generation_prompt (lm-eval --apply_chat_template
+ *    --fewshot_as_multiturn); choices follow it with no delimiter.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../chat/chat.h"
 #include "lm.h"
 #include "sandbox.h"
 #include "stats.h"
@@ -141,17 +146,10 @@ static void note_prompt(ev_ctx *c, qe_item *it, const char *prompt, const int32_
     }
 }
 
-/* Few-shot prefix for doc di: n examples "prompt + delim + target" joined
- * by the fewshot delimiter and followed by it; "" when n == 0. */
-static int fewshot_prefix(ev_ctx *c, size_t di, char **out)
+/* The few-shot examples of doc di: *chosen malloc'd, *got of them. */
+static int fewshot_pick(ev_ctx *c, size_t di, size_t **chosen_out, int *got_out)
 {
     qe_task *t = c->t;
-    *out = NULL;
-    size_t total = 0, cap = 256;
-    char *buf = malloc(cap);
-    if (!buf)
-        return qe_err_set(c->err, QE_ENOMEM, "out of memory");
-    buf[0] = '\0';
     int want = t->fewshot_n;
     if ((size_t)want > t->docs.n - 1)
         want = (int)t->docs.n - 1;
@@ -169,7 +167,31 @@ static int fewshot_prefix(ev_ctx *c, size_t di, char **out)
         if (!dup)
             chosen[got++] = j;
     }
-    int rc = 0;
+    if (!chosen)
+        return qe_err_set(c->err, QE_ENOMEM, "out of memory");
+    *chosen_out = chosen;
+    *got_out = got;
+    return 0;
+}
+
+/* Few-shot prefix for doc di: n examples "prompt + delim + target" joined
+ * by the fewshot delimiter and followed by it; "" when n == 0. */
+static int fewshot_prefix(ev_ctx *c, size_t di, char **out)
+{
+    qe_task *t = c->t;
+    *out = NULL;
+    size_t total = 0, cap = 256;
+    size_t *chosen = NULL;
+    int got = 0;
+    int rc = fewshot_pick(c, di, &chosen, &got);
+    if (rc)
+        return rc;
+    char *buf = malloc(cap);
+    if (!buf) {
+        free(chosen);
+        return qe_err_set(c->err, QE_ENOMEM, "out of memory");
+    }
+    buf[0] = '\0';
     for (int q = 0; q < got && rc == 0; q++) {
         const cJSON *d = t->docs.items[chosen[q]];
         char *p = NULL, *tg = NULL;
@@ -208,10 +230,104 @@ static int fewshot_prefix(ev_ctx *c, size_t di, char **out)
     return 0;
 }
 
+static int mc_choices(ev_ctx *c, size_t di, char ***out, int *n_out, int *gold);
+
+static bool chat_on(const ev_ctx *c) { return c->o && c->o->chat; }
+
+/* Chat turns of few-shot example j: the user's text and the answer. */
+static int chat_example(ev_ctx *c, size_t j, char **user, char **answer)
+{
+    qe_task *t = c->t;
+    const cJSON *d = t->docs.items[j];
+    *user = *answer = NULL;
+    int rc = 0;
+    if (t->output_type == QE_OUT_MULTIPLE_CHOICE) {
+        char **ch = NULL;
+        int n = 0, gold = -1;
+        if ((rc = mc_choices(c, j, &ch, &n, &gold)))
+            return rc;
+        if (t->choices_are_contexts) {
+            *user = strdup(ch[gold]);
+            rc = qe_template_render(t->target, d, NULL, NULL, 0, answer, c->err);
+        } else {
+            rc = qe_template_render(t->prompt, d, NULL, NULL, 0, user, c->err);
+            *answer = strdup(ch[gold]);
+        }
+        for (int i = 0; i < n; i++)
+            free(ch[i]);
+        free(ch);
+    } else {
+        rc = qe_template_render(t->prompt, d, NULL, NULL, 0, user, c->err);
+        if (rc == 0)
+            rc = qe_template_render(t->target ? t->target : "", d, NULL, NULL, 0, answer, c->err);
+    }
+    if (rc == 0 && (!*user || !*answer))
+        rc = qe_err_set(c->err, QE_ENOMEM, "out of memory");
+    return rc;
+}
+
+static void add_turn(cJSON *msgs, const char *role, const char *content)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", role);
+    cJSON_AddStringToObject(m, "content", content);
+    cJSON_AddItemToArray(msgs, m);
+}
+
+/* --chat: the template's render of [system], the few-shot examples as
+ * user/assistant turns and `user_last`, with add_generation_prompt. */
+static int chat_context(ev_ctx *c, size_t di, const char *user_last, char **out)
+{
+    const qe_eval_opts *o = c->o;
+    size_t *chosen = NULL;
+    int got = 0;
+    int rc = fewshot_pick(c, di, &chosen, &got);
+    if (rc)
+        return rc;
+    cJSON *ctx = o->chat_vars ? cJSON_Duplicate(o->chat_vars, 1) : cJSON_CreateObject();
+    cJSON *msgs = cJSON_CreateArray();
+    if (!ctx || !msgs) {
+        cJSON_Delete(ctx);
+        cJSON_Delete(msgs);
+        free(chosen);
+        return qe_err_set(c->err, QE_ENOMEM, "out of memory");
+    }
+    if (o->chat_system)
+        add_turn(msgs, "system", o->chat_system);
+    for (int q = 0; q < got && rc == 0; q++) {
+        char *u = NULL, *a = NULL;
+        rc = chat_example(c, chosen[q], &u, &a);
+        if (rc == 0) {
+            add_turn(msgs, "user", u);
+            add_turn(msgs, "assistant", a);
+        }
+        free(u);
+        free(a);
+    }
+    add_turn(msgs, "user", user_last);
+    cJSON_DeleteItemFromObjectCaseSensitive(ctx, "messages");
+    cJSON_AddItemToObject(ctx, "messages", msgs);
+    if (!cJSON_GetObjectItemCaseSensitive(ctx, "add_generation_prompt"))
+        cJSON_AddBoolToObject(ctx, "add_generation_prompt", 1);
+    size_t n = 0;
+    if (rc == 0 && qe_chat_render(o->chat, ctx, out, &n, c->err))
+        rc = qe_err_prefix(c->err, "task %s: doc %zu: chat template", c->t->name, di);
+    cJSON_Delete(ctx);
+    free(chosen);
+    return rc;
+}
+
 /* Full context (few-shot + prompt) for doc di; *out malloc'd. */
 static int build_context(ev_ctx *c, size_t di, const char *tpl, char **out)
 {
     char *fs = NULL, *p = NULL;
+    if (chat_on(c)) {
+        int rc = qe_template_render(tpl, c->t->docs.items[di], NULL, NULL, 0, &p, c->err);
+        if (rc == 0)
+            rc = chat_context(c, di, p, out);
+        free(p);
+        return rc;
+    }
     int rc = fewshot_prefix(c, di, &fs);
     if (rc == 0)
         rc = qe_template_render(tpl, c->t->docs.items[di], NULL, NULL, 0, &p, c->err);
@@ -331,10 +447,19 @@ static int eval_mc_doc(ev_ctx *c, size_t di)
                                 c->err);
     if (rc == 0 && !t->choices_are_contexts)
         rc = build_context(c, di, t->prompt, &ctx);
+    /* chat: the choice starts the assistant's turn, no delimiter (lm-eval) */
+    const char *delim = chat_on(c) ? "" : t->target_delimiter;
     for (int i = 0; i < n && rc == 0; i++) {
         char *cx = ctx, *cont = NULL;
-        size_t dl = strlen(t->target_delimiter);
-        if (t->choices_are_contexts) {
+        size_t dl = strlen(delim);
+        if (t->choices_are_contexts && chat_on(c)) {
+            rc = chat_context(c, di, ch[i], &cx);
+            if (rc)
+                break;
+            cont = malloc(dl + strlen(cont_shared) + 1);
+            if (cont)
+                sprintf(cont, "%s%s", delim, cont_shared);
+        } else if (t->choices_are_contexts) {
             /* the choice completes the context; the target is scored */
             char *fs = NULL;
             rc = fewshot_prefix(c, di, &fs);
@@ -347,11 +472,11 @@ static int eval_mc_doc(ev_ctx *c, size_t di)
             free(fs);
             cont = malloc(dl + strlen(cont_shared) + 1);
             if (cont)
-                sprintf(cont, "%s%s", t->target_delimiter, cont_shared);
+                sprintf(cont, "%s%s", delim, cont_shared);
         } else {
             cont = malloc(dl + strlen(ch[i]) + 1);
             if (cont)
-                sprintf(cont, "%s%s", t->target_delimiter, ch[i]);
+                sprintf(cont, "%s%s", delim, ch[i]);
         }
         if (!cx || !cont) {
             rc = qe_err_set(c->err, QE_ENOMEM, "out of memory");
@@ -389,7 +514,7 @@ static int eval_mc_doc(ev_ctx *c, size_t di)
         double best_n = -INFINITY, best_c = -INFINITY;
         for (int i = 0; i < n; i++) {
             const char *txt = t->choices_are_contexts ? cont_shared : ch[i];
-            size_t nb = strlen(t->target_delimiter) + strlen(txt);
+            size_t nb = strlen(delim) + strlen(txt);
             size_t nc = utf8_chars(txt);
             double vn = ll[i] / (double)(nb ? nb : 1), vc = ll[i] / (double)(nc ? nc : 1);
             if (vn > best_n) {
@@ -684,6 +809,14 @@ int qe_eval_task(qe_lm *lm, qe_task *t, const qe_eval_opts *o, qe_task_result *r
                  lm->add_bos ? "BOS" : "no BOS");
         break;
     }
+    bool parse_special_before = lm->parse_special;
+    if (o && o->chat && !ppl) {
+        /* the template's special tokens are tokens; its sha256 is part of the protocol */
+        lm->parse_special = true;
+        size_t pl = strlen(res->protocol);
+        snprintf(res->protocol + pl, sizeof res->protocol - pl, "; chat template %.16s%s",
+                 o->chat->sha256, o->chat_system ? " + system" : "");
+    }
     qe_progress pr;
     bool prog = o && o->progress;
     if (prog)
@@ -713,6 +846,8 @@ int qe_eval_task(qe_lm *lm, qe_task *t, const qe_eval_opts *o, qe_task_result *r
     }
     if (prog)
         qe_progress_end(&pr);
+    if (o && o->chat)
+        lm->parse_special = parse_special_before;
     free(sel);
     if (rc == 0)
         aggregate(t, res);

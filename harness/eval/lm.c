@@ -28,7 +28,7 @@ static int li_tokenize(qe_lm *lm, const char *text, size_t len, int32_t **ids, s
                        qe_err *err)
 {
     lm_impl *im = lm->impl;
-    return qe_tokenize(im->m->tok, text, len, false, false, ids, n, err);
+    return qe_tokenize(im->m->tok, text, len, false, lm->parse_special, ids, n, err);
 }
 
 static int li_detokenize(qe_lm *lm, const int32_t *ids, size_t n, char **out, qe_err *err)
@@ -284,7 +284,8 @@ int qe_lm_encode_context(qe_lm *lm, const char *ctx, int32_t **ids, size_t *n, q
     int rc = lm->ops->tokenize(lm, ctx, strlen(ctx), &t, &nt, err);
     if (rc)
         return rc;
-    size_t extra = lm->add_bos ? 1 : 0;
+    /* a chat template may write the BOS itself: never two */
+    size_t extra = lm->add_bos && !(nt > 0 && t[0] == lm->bos) ? 1 : 0;
     int32_t *o = malloc((nt + extra + 1) * sizeof *o);
     if (!o) {
         free(t);

@@ -46,7 +46,8 @@ struct qe_lm {
     const qe_lm_ops *ops;
     void *impl;             /* owned by the implementation */
     int32_t bos;            /* -1 if none */
-    bool add_bos;           /* contexts start with BOS */
+    bool add_bos;           /* contexts start with BOS (not doubled when the text starts with it) */
+    bool parse_special;     /* special-token texts in contexts become special tokens (chat) */
     int n_ctx;              /* max positions per request */
     char name[128];
     /* counters (for logs): requests and tokens evaluated */

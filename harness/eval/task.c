@@ -323,7 +323,8 @@ static int parse_spec(qe_task *t, const cJSON *j, const char *file, const char *
     static const char *const top[] = {
         "name", "version", "family", "language", "description", "data", "output_type", "prompt",
         "target", "label", "target_delimiter", "fewshot_delimiter", "choices", "fewshot", "generation",
-        "filters", "metrics", "exact_match", "program", "code_timeout_s", "perplexity", NULL};
+        "filters", "metrics", "exact_match", "program", "code_timeout_s", "perplexity", "chat",
+        NULL};
     int rc;
     if (!cJSON_IsObject(j))
         return qe_err_set(err, QE_EJSON, "%s: expected a JSON object", file);
@@ -332,7 +333,8 @@ static int parse_spec(qe_task *t, const cJSON *j, const char *file, const char *
     if ((rc = get_fixed(j, "name", true, t->name, sizeof t->name, file, "", err)) ||
         (rc = get_fixed(j, "family", true, t->family, sizeof t->family, file, "", err)) ||
         (rc = get_fixed(j, "language", false, t->language, sizeof t->language, file, "", err)) ||
-        (rc = get_str(j, "description", false, &t->description, file, "", err)))
+        (rc = get_str(j, "description", false, &t->description, file, "", err)) ||
+        (rc = get_bool(j, "chat", &t->chat, file, "", err)))
         return rc;
     static const char *const fams[] = {"text", "math", "code", "multilingual", "general", NULL};
     bool fam_ok = false;
@@ -739,7 +741,8 @@ qe_suite *qe_suite_load(const char *path, qe_err *err)
         qe_err_set(err, QE_ENOMEM, "out of memory");
         return NULL;
     }
-    static const char *const keys[] = {"name", "description", "text_chunks", "tasks", NULL};
+    static const char *const keys[] = {"name", "description", "text_chunks", "tasks", "chat",
+                                       NULL};
     if (!cJSON_IsObject(j))
         rc = qe_err_set(err, QE_EJSON, "%s: malformed JSON or not an object", base);
     if (!rc)
@@ -752,6 +755,8 @@ qe_suite *qe_suite_load(const char *path, qe_err *err)
     if (!rc)
         rc = get_num(j, "text_chunks", 0, 1e6, &tc, base, "", err);
     s->text_chunks = (int)tc;
+    if (!rc)
+        rc = get_bool(j, "chat", &s->chat, base, "", err);
     const cJSON *ts = rc ? NULL : cJSON_GetObjectItemCaseSensitive(j, "tasks");
     if (!rc && !cJSON_IsArray(ts))
         rc = qe_err_set(err, QE_EJSON, "%s: tasks: expected an array", base);

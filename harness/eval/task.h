@@ -199,6 +199,7 @@ typedef struct qe_task {
     double code_timeout_s;
 
     char *ppl_convention;   /* "rolling" (lm-eval loglikelihood_rolling) */
+    bool chat;              /* "chat": true: always through the model's chat template */
 
     qe_docs docs;           /* filled by qe_task_load_data */
     bool data_loaded;
@@ -230,6 +231,7 @@ typedef struct qe_suite {
     char name[64];
     char *description;
     int text_chunks;         /* qeval run: perplexity/KLD text chunks (0 = all) */
+    bool chat;               /* "chat": true: every task through the chat template */
     int n;
     qe_suite_entry *entries;
 } qe_suite;
@@ -294,6 +296,13 @@ typedef struct qe_eval_opts {
     FILE *log;              /* optional: token ids of every prompt */
     int log_ids;            /* how many ids per prompt to log (default 16) */
     bool progress;          /* progress line on stderr */
+    /* --chat: prompts rendered through the model's chat template: an optional
+     * system message, few-shot examples as user/assistant turns, the prompt
+     * as the last user turn, add_generation_prompt; special tokens parsed;
+     * multiple-choice continuations start the assistant turn (no delimiter). */
+    const struct qe_chat_template *chat;
+    const char *chat_system;          /* NULL: no system message */
+    const struct cJSON *chat_vars;    /* extra template variables (object) or NULL */
 } qe_eval_opts;
 
 /* Run one task (loads its data if needed).  A code task without python3

@@ -5,6 +5,7 @@
  */
 #include "runner.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 
 #include "../../quant/quant.h"
 #include "../../quant/recipe.h"
+#include "../chat/chat.h"
 #include "../eval/lm.h"
 #include "../eval/task.h"
 #include "../eval/stats.h"
@@ -97,6 +99,8 @@ typedef struct runner {
     task_spec *ts;
     int n_ts;
     long long unit_index;  /* running counter over all units (sharding) */
+    const qe_chat_template *chat; /* --chat's, or the model's for "chat": true specs */
+    qe_chat_template *chat_own;
     long long n_run, n_skipped, n_done_before;
 } runner;
 
@@ -218,6 +222,13 @@ out:
     return rc;
 }
 
+/* Does task t run through the chat template (--chat, or "chat": true)? */
+static bool task_chat(const runner *r, const qe_task *t)
+{
+    return r->chat && t->output_type != QE_OUT_PERPLEXITY &&
+           (r->o->chat || t->chat || (r->suite && r->suite->chat));
+}
+
 /* The reference's stored output for (task, item) of this run, malloc'd;
  * NULL if the reference has not stored it (yet: another shard). */
 static char *ref_response(runner *r, int64_t task_id, int64_t item)
@@ -267,6 +278,10 @@ static int tf_unit(runner *r, qe_lm *lm, const qe_model *m, const task_spec *ts,
     bool have_ref_lm = false;
     int rc = 0;
     size_t n = 0;
+    /* --chat: the prompt is the template's render, whose special-token
+     * texts are tokens (as when the item was evaluated) */
+    bool chat = task_chat(r, t), ps_before = lm->parse_special;
+    lm->parse_special = chat;
     for (size_t i = 0; i < res->n_items && !rc; i++) {
         const qe_item *it = &res->items[i];
         if (!it->prompt)
@@ -277,6 +292,7 @@ static int tf_unit(runner *r, qe_lm *lm, const qe_model *m, const task_spec *ts,
             if (!have_ref_lm) {
                 if ((rc = qe_lm_infer_init(&ref_lm, r->ref, r->n_ctx, r->o->threads, err)))
                     break;
+                ref_lm.parse_special = chat;
                 have_ref_lm = true;
             }
             int32_t *ids = NULL;
@@ -310,6 +326,7 @@ static int tf_unit(runner *r, qe_lm *lm, const qe_model *m, const task_spec *ts,
         free(ci);
         free(ki);
     }
+    lm->parse_special = ps_before;
     if (have_ref_lm)
         qe_lm_free(&ref_lm);
     qe_tf_free(tf);
@@ -334,6 +351,10 @@ static int task_unit(runner *r, qe_lm *lm, const qe_model *model, bool is_ref,
     int64_t n_docs = (int64_t)t->docs.n;
     qe_unit u = {r->run_id, vid, ts->id, k, n_docs, K};
     qe_eval_opts eo = {0};
+    if (task_chat(r, t))
+        eo.chat = r->chat;
+    eo.chat_system = r->o->chat_system;
+    eo.chat_vars = r->o->chat_vars;
     eo.shard_i = k;
     eo.shard_n = K;
     if (ts->limit > 0) {
@@ -732,9 +753,13 @@ static int setup_tasks(runner *r, qe_err *err)
         ts->n_slices = n_items < TASK_SLICES ? (n_items > 0 ? (int)n_items : 1) : TASK_SLICES;
         char version[16], protocol[160];
         snprintf(version, sizeof version, "%d", ts->t->version);
-        snprintf(protocol, sizeof protocol, "%s fewshot=%d ctx=%d limit=%lld slices=%d",
+        /* through a chat template: its sha256 names the task row of every sample */
+        char chat[40] = "";
+        if (task_chat(r, ts->t))
+            snprintf(chat, sizeof chat, " chat=%.16s", r->chat->sha256);
+        snprintf(protocol, sizeof protocol, "%s fewshot=%d ctx=%d limit=%lld slices=%d%s",
                  qe_output_type_name(ts->t->output_type), ts->t->fewshot_n, r->n_ctx, lim,
-                 ts->n_slices);
+                 ts->n_slices, chat);
         bool is_ppl = ts->t->output_type == QE_OUT_PERPLEXITY;
         qe_task_info ti = {.name = ts->t->name, .version = version, .family = ts->t->family,
                            .language = ts->t->language, .data_sha256 = ts->t->data_sha256,
@@ -852,6 +877,7 @@ static void runner_free(runner *r)
         qe_task_free(r->ts[i].t);
     free(r->ts);
     qe_suite_free(r->suite);
+    qe_chat_template_free(r->chat_own);
     free(r->tokens);
     if (r->imatrix)
         qe_imatrix_free(r->imatrix);
@@ -933,6 +959,34 @@ static int setup_imatrix(runner *r, char run_sha[65], qe_err *err)
     return 0;
 }
 
+/* Does a suite or task spec of the run ask for its chat template ("chat": true)? */
+static bool specs_want_chat(const qe_run_opts *o)
+{
+    bool want = false;
+    qe_err e = {0};
+    if (o->suite) {
+        qe_suite *s = qe_suite_load_name(o->suite, &e);
+        for (int k = 0; s && k < s->n && !want; k++) {
+            qe_task *t = qe_task_load_name(s->entries[k].task, &e);
+            want = t && t->chat;
+            qe_task_free(t);
+        }
+        want = want || (s && s->chat);
+        qe_suite_free(s);
+    }
+    if (o->tasks && !want) {
+        char *dup = strdup(o->tasks), *save = NULL;
+        for (char *tk = dup ? strtok_r(dup, ",", &save) : NULL; tk && !want;
+             tk = strtok_r(NULL, ",", &save)) {
+            qe_task *t = qe_task_load_name(tk, &e);
+            want = t && t->chat;
+            qe_task_free(t);
+        }
+        free(dup);
+    }
+    return want; /* load errors are reported later, where the specs are loaded for real */
+}
+
 int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
 {
     runner r = {.o = o};
@@ -979,10 +1033,30 @@ int qe_run_execute(const qe_run_opts *o, int64_t *run_id, qe_err *err)
         snprintf(quants + l, sizeof quants - l, "%s%s%s%.12s", i ? "," : "", r.vs[i].name,
                  r.vs[i].recipe_sha[0] ? "#" : "", r.vs[i].recipe_sha);
     }
-    char suite[512];
-    snprintf(suite, sizeof suite, "%s%s%s ctx=%d text=%s", o->suite ? o->suite : "",
+    char suite[512], chat_id[128] = "";
+    r.chat = o->chat;
+    if (!r.chat && specs_want_chat(o)) {
+        if (!(r.chat_own = qe_chat_template_load(o->model_path, NULL, NULL, err))) {
+            rc = err ? err->code : QE_ENOTFOUND;
+            goto out;
+        }
+        r.chat = r.chat_own;
+    }
+    if (r.chat) {
+        /* a run through another template, system message or variables is another run */
+        char *vars = o->chat_vars ? cJSON_PrintUnformatted(o->chat_vars) : NULL;
+        char sys_sha[65] = "", vars_sha[65] = "";
+        if (o->chat_system)
+            qe_sha256_hex(o->chat_system, strlen(o->chat_system), sys_sha);
+        if (vars && strcmp(vars, "{}") != 0)
+            qe_sha256_hex(vars, strlen(vars), vars_sha);
+        snprintf(chat_id, sizeof chat_id, " chat=%.16s%s%.8s%s%.8s", r.chat->sha256,
+                 sys_sha[0] ? " system=" : "", sys_sha, vars_sha[0] ? " vars=" : "", vars_sha);
+        free(vars);
+    }
+    snprintf(suite, sizeof suite, "%s%s%s ctx=%d text=%s%s", o->suite ? o->suite : "",
              o->suite && o->tasks ? "+" : "", o->tasks ? o->tasks : "", r.n_ctx,
-             o->text_path ? o->text_path : "default");
+             o->text_path ? o->text_path : "default", chat_id);
     /* the model's own name, or its file stem when the metadata has none */
     char mname[128];
     if (r.ref->cfg.name[0] && strcmp(r.ref->cfg.name, r.ref->cfg.arch) != 0) {

@@ -49,6 +49,11 @@ typedef struct qe_run_opts {
     int unit_chunks;            /* text chunks per work unit (>= 2; default 4) */
     const char *artifact_path;  /* qeval eval: this quantized file is the only variant */
     const char *args;           /* command line, recorded */
+    /* --chat: tasks through this chat template (borrowed; see qe_eval_opts);
+     * its sha256, the system message and the variables are part of the run key */
+    const struct qe_chat_template *chat;
+    const char *chat_system;
+    const struct cJSON *chat_vars;
 } qe_run_opts;
 
 void qe_run_opts_init(qe_run_opts *o);
