@@ -1289,25 +1289,40 @@ static int iq1_m_from_float(const float *restrict x, void *restrict vy, int64_t 
             float best_score = -FLT_MIN, scale = max;
             int besti1 = -1, besti2 = -1, best_k = -1;
             /* k: shift of the first / second group of 8: 0 ++, 1 +-, 2 -+, 3 -- */
+            /* ggml sums, for every cut (i1, i2), the terms of all 16 sorted
+             * values from zero in order j = 0..15 (value level v = 0 below
+             * i1, 1 below i2, else 2).  The same additions in the same
+             * order: each term computed once (tq[v][j]: 4 sumqx, 4 sumq2
+             * terms), the prefix j < i2 carried across i2 (and j < i1
+             * across i1), only the tail j >= i2 summed per cut. */
+            float tq[3][BS][8];
+            for (int v = 0; v < 3; ++v)
+                for (int j = 0; j < BS; ++j) {
+                    const int i = pairs[j].i;
+                    const float p = x_p[v], m = x_m[v];
+                    const float q1 = i < BS / 2 ? p : m; /* k = 1 */
+                    const float q2 = i < BS / 2 ? m : p; /* k = 2 */
+                    tq[v][j][0] = weight[i] * p * xb[i];
+                    tq[v][j][1] = weight[i] * q1 * xb[i];
+                    tq[v][j][2] = weight[i] * q2 * xb[i];
+                    tq[v][j][3] = weight[i] * m * xb[i];
+                    tq[v][j][4] = weight[i] * p * p;
+                    tq[v][j][5] = weight[i] * q1 * q1;
+                    tq[v][j][6] = weight[i] * q2 * q2;
+                    tq[v][j][7] = weight[i] * m * m;
+                }
+            float pre0[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (int i1 = 0; i1 <= BS; ++i1) {
+                float pre1[8];
+                memcpy(pre1, pre0, sizeof pre1);
                 for (int i2 = i1; i2 <= BS; ++i2) {
-                    memset(sumqx, 0, sizeof sumqx);
-                    memset(sumq2, 0, sizeof sumq2);
-                    for (int j = 0; j < BS; ++j) {
-                        const int v = j < i1 ? 0 : j < i2 ? 1 : 2;
-                        const int i = pairs[j].i;
-                        const float p = x_p[v], m = x_m[v];
-                        const float q1 = i < BS / 2 ? p : m; /* k = 1 */
-                        const float q2 = i < BS / 2 ? m : p; /* k = 2 */
-                        sumqx[0] += weight[i] * p * xb[i];
-                        sumqx[1] += weight[i] * q1 * xb[i];
-                        sumqx[2] += weight[i] * q2 * xb[i];
-                        sumqx[3] += weight[i] * m * xb[i];
-                        sumq2[0] += weight[i] * p * p;
-                        sumq2[1] += weight[i] * q1 * q1;
-                        sumq2[2] += weight[i] * q2 * q2;
-                        sumq2[3] += weight[i] * m * m;
-                    }
+                    float acc[8];
+                    memcpy(acc, pre1, sizeof acc);
+                    for (int j = i2; j < BS; ++j)
+                        for (int t = 0; t < 8; ++t)
+                            acc[t] += tq[2][j][t];
+                    memcpy(sumqx, acc, sizeof sumqx);
+                    memcpy(sumq2, acc + 4, sizeof sumq2);
                     for (int k = 0; k < 4; ++k) {
                         if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
                             scale = sumqx[k] / sumq2[k];
@@ -1317,7 +1332,13 @@ static int iq1_m_from_float(const float *restrict x, void *restrict vy, int64_t 
                             best_k = k;
                         }
                     }
+                    if (i2 < BS)
+                        for (int t = 0; t < 8; ++t)
+                            pre1[t] += tq[1][i2][t];
                 }
+                if (i1 < BS)
+                    for (int t = 0; t < 8; ++t)
+                        pre0[t] += tq[0][i1][t];
             }
             if (besti1 < 0) { /* all weights zero (ggml asserts) */
                 besti1 = 0;

@@ -95,6 +95,10 @@ int main(int argc, char **argv)
     shape.cfg.n_head = 14;
     shape.cfg.n_head_kv = 2;
     shape.cfg.head_dim = 64;
+    shape.cfg.n_rot = 64; /* Qwen2.5-0.5B's hyperparameters, so the written file loads */
+    shape.cfg.n_ctx_train = 32768;
+    shape.cfg.rms_eps = 1e-6f;
+    shape.cfg.rope_freq_base = 1000000.0f;
     shape.cfg.tied_output = true;
     shape.cfg.has_qkv_bias = true;
     qe_model *m = qe_model_new_like(&shape, 16 + 12 * n_layer, &err);
