@@ -18,7 +18,8 @@
  *    F32 bases after PPL_CHUNKS chunks with llamacpp numerics (f16 KV
  *    cache as llama.cpp; 0.1 %);
  *  - lockstep KLD of Q4_K_M/Q2_K against the F32 base: running mean KLD
- *    after KLD_CHUNKS chunks within 5 % of llama.cpp's log (exact numerics);
+ *    after KLD_CHUNKS chunks within 5 % of llama.cpp's log (exact numerics),
+ *    Q2_K after 3 chunks within 1.5 % with llamacpp numerics;
  *  - llama-quantize byte for byte: Q4_K_M and Q2_K of gemma2, phi3,
  *    Mixtral-style llama and qwen2moe (b4747's files) and of qwen3, qwen3moe,
  *    gemma3 (the newer build's) from the regenerated F32 bases;
@@ -351,20 +352,22 @@ static double log_running_kld(const char *log_name, int k)
     return out;
 }
 
-TEST(golden_kld_lockstep)
+/* Lockstep KLD of each base's quantized files against it, compared with
+ * the running mean KLD after n_chunks in llama.cpp's log, within tol. */
+static void kld_golden(int numerics, int n_chunks, const char *const *quants, int n_quants,
+                       double tol)
 {
     if (bases_ok != 1) {
         printf("  skipped: KLD needs the regenerated F32 bases (%s)\n", bases_why);
         return;
     }
-    static const char *const quants[] = {"Q4_K_M", "Q2_K"};
     for (int i = 0; i < N_BASES; i++) {
         qe_err err = {0};
         qe_model *base = load(base_path(base_names[i]), &err);
         CHECKF(base, "%s: %s", base_names[i], err.msg);
         if (!base)
             continue;
-        for (int q = 0; q < 2; q++) {
+        for (int q = 0; q < n_quants; q++) {
             char name[96];
             snprintf(name, sizeof name, "%s-%s", base_names[i], quants[q]);
             const cJSON *f = golden_file(name);
@@ -374,20 +377,21 @@ TEST(golden_kld_lockstep)
                 continue;
             char log_name[160];
             snprintf(log_name, sizeof log_name, "kld-%s.log", name);
-            const double want = log_running_kld(log_name, KLD_CHUNKS);
-            CHECKF(isfinite(want), "%s: no running KLD for chunk %d in %s", name, KLD_CHUNKS,
+            const double want = log_running_kld(log_name, n_chunks);
+            CHECKF(isfinite(want), "%s: no running KLD for chunk %d in %s", name, n_chunks,
                    log_name);
-            qe_ppl_opts o = {.n_ctx = 128, .bos = qe_tokenizer_bos(m->tok),
-                             .n_chunks = KLD_CHUNKS, .n_threads = 1};
+            qe_ppl_opts o = {.n_ctx = 128, .bos = qe_tokenizer_bos(m->tok), .n_chunks = n_chunks,
+                             .n_threads = 1, .numerics = numerics};
             qe_kld_result r;
             int rc = qe_kld_run(base, m, ref_tokens, n_ref_tokens, &o, &r, &err);
             CHECKF(rc == 0, "%s: %s", name, err.msg);
             if (rc == 0 && isfinite(want)) {
                 const double rel = (r.stats.kld_mean - want) / want;
-                CHECKF(fabs(rel) <= 0.05, "%s: mean KLD %.5f vs llama.cpp %.5f (rel %+.3f > 5%%)",
-                       name, r.stats.kld_mean, want, rel);
-                printf("  KLD exact %-22s chunk %2d: %.5f  llama.cpp %.5f  rel %+.3f (tol 5%%)\n",
-                       name, KLD_CHUNKS, r.stats.kld_mean, want, rel);
+                CHECKF(fabs(rel) <= tol, "%s: mean KLD %.5f vs llama.cpp %.5f (rel %+.4f > %.3f)",
+                       name, r.stats.kld_mean, want, rel, tol);
+                printf("  KLD %-8s %-22s chunk %2d: %.5f  llama.cpp %.5f  rel %+.4f (tol %.1f%%)\n",
+                       numerics ? "llamacpp" : "exact", name, n_chunks, r.stats.kld_mean, want,
+                       rel, 100 * tol);
             }
             if (rc == 0)
                 qe_kld_result_free(&r);
@@ -395,6 +399,22 @@ TEST(golden_kld_lockstep)
         }
         qe_model_free(base);
     }
+}
+
+TEST(golden_kld_lockstep)
+{
+    static const char *const quants[] = {"Q4_K_M", "Q2_K"};
+    kld_golden(QE_NUMERICS_EXACT, KLD_CHUNKS, quants, 2, 0.05);
+}
+
+/* llamacpp numerics (activations quantized as ggml does, f16 KV cache):
+ * llama.cpp's own arithmetic, so 1.5 % after 3 chunks (measured: within
+ * 0.2 %; the scalar emulation of its integer dots is slower, hence Q2_K
+ * only and few chunks). */
+TEST(golden_kld_lockstep_llamacpp_numerics)
+{
+    static const char *const quants[] = {"Q2_K"};
+    kld_golden(QE_NUMERICS_LLAMACPP, 3, quants, 1, 0.015);
 }
 
 /* ------------------------------------------------------------ quantize -- */
@@ -1062,6 +1082,7 @@ int main(void)
     RUN(golden_ppl_experts);
     RUN(golden_ppl_full_qwen3_q8_0);
     RUN(golden_kld_lockstep);
+    RUN(golden_kld_lockstep_llamacpp_numerics);
     RUN(experts_deterministic_any_split);
     RUN(quantize_matches_llama_quantize_b4747);
     RUN(phi3_long_rope_factors_ctx2048);
