@@ -41,6 +41,7 @@
 #include "../harness/infer/ppl.h"
 #include "../harness/model/arch.h"
 #include "../harness/model/gguf.h"
+#include "../harness/model/imatrix_io.h"
 #include "../harness/model/model.h"
 #include "../harness/model/quantize_model.h"
 #include "../harness/model/tokenizer.h"
@@ -945,6 +946,82 @@ TEST(safetensors_matches_gguf)
     }
 }
 
+
+/* Importance matrix of an MoE model: expert tensors get per-expert entries
+ * (llama-imatrix's MUL_MAT_ID path: n_expert slices of n_in), gate and up
+ * share their input, the shared expert's gate vector is an entry too; the
+ * quantizer uses one slice per expert. */
+TEST(imatrix_experts)
+{
+    if (bases_ok != 1) {
+        printf("  skipped: needs the regenerated F32 bases (%s)\n", bases_why);
+        return;
+    }
+    qe_err err = {0};
+    qe_model *m = load(base_path("rand-qwen2moe"), &err);
+    REQUIRE(m, "%s", err.msg);
+    qe_imatrix_collect_opts co = {.n_ctx = 128, .n_chunks = 4, .n_threads = 1};
+    qe_imatrix *im = qe_imatrix_collect(m, ref_tokens, n_ref_tokens, &co, NULL, &err);
+    REQUIRE(im, "%s", err.msg);
+    const int X = m->cfg.n_expert, E = m->cfg.n_embd, Fe = m->cfg.n_ff_exp;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        char g[96], u[96], d[96], sh[96];
+        snprintf(g, sizeof g, "blk.%d.ffn_gate_exps.weight", l);
+        snprintf(u, sizeof u, "blk.%d.ffn_up_exps.weight", l);
+        snprintf(d, sizeof d, "blk.%d.ffn_down_exps.weight", l);
+        snprintf(sh, sizeof sh, "blk.%d.ffn_gate_inp_shexp.weight", l);
+        const qe_imatrix_entry *eg = qe_imatrix_find(im, g), *eu = qe_imatrix_find(im, u),
+                               *ed = qe_imatrix_find(im, d), *es = qe_imatrix_find(im, sh);
+        CHECKF(eg && eu && ed && es, "layer %d: expert / shared-gate entries missing", l);
+        if (!eg || !eu || !ed || !es)
+            continue;
+        CHECKF(eg->n_mat == X && eg->n_values == X * E && ed->n_values == X * Fe &&
+                   es->n_values == E && eg->ncall == 4,
+               "layer %d: n_mat %d, values %d / %d / %d, ncall %d", l, eg->n_mat, eg->n_values,
+               ed->n_values, es->n_values, eg->ncall);
+        CHECK(memcmp(eg->mean_sq, eu->mean_sq, (size_t)eg->n_values * sizeof(float)) == 0);
+        bool pos = true, differ = false;
+        for (int i = 0; i < eg->n_values; i++)
+            pos &= eg->mean_sq[i] > 0.0f && isfinite(eg->mean_sq[i]);
+        for (int i = 0; i < E; i++)
+            differ |= eg->mean_sq[i] != eg->mean_sq[E + i];
+        CHECKF(pos && differ, "layer %d: expert statistics not positive / not per expert", l);
+    }
+    /* per-expert slices reach the quantizer: Q4_K_M with the imatrix differs from
+     * Q4_K_M with expert 0's slice copied to all experts */
+    qe_quant_opts o;
+    qe_quant_opts_init(&o);
+    o.ftype = qe_ftype_from_name("Q4_K_M");
+    o.imatrix = im;
+    o.n_threads = 2;
+    qe_quant_report rep = {0};
+    qe_model *q = qe_model_quantize(m, &o, &rep, &err);
+    REQUIRE(q, "%s", err.msg);
+    const qe_tensor *t = qe_model_tensor(q, "blk.0.ffn_gate_exps.weight");
+    REQUIRE(t, "quantized experts");
+    const size_t slice = (size_t)(t->nbytes / (uint64_t)X);
+    qe_imatrix_entry *eg = (qe_imatrix_entry *)qe_imatrix_find(im, "blk.0.ffn_gate_exps.weight");
+    REQUIRE(eg, "entry");
+    float *keep = malloc((size_t)eg->n_values * sizeof(float));
+    memcpy(keep, eg->mean_sq, (size_t)eg->n_values * sizeof(float));
+    for (int x = 1; x < X; x++)
+        memcpy(eg->mean_sq + (size_t)x * E, eg->mean_sq, (size_t)E * sizeof(float));
+    qe_quant_report rep2 = {0};
+    qe_model *q2 = qe_model_quantize(m, &o, &rep2, &err);
+    REQUIRE(q2, "%s", err.msg);
+    const qe_tensor *t2 = qe_model_tensor(q2, "blk.0.ffn_gate_exps.weight");
+    CHECK(memcmp(t->data, t2->data, slice) == 0); /* expert 0: same slice */
+    CHECK(memcmp((const uint8_t *)t->data + slice, (const uint8_t *)t2->data + slice, slice) != 0);
+    memcpy(eg->mean_sq, keep, (size_t)eg->n_values * sizeof(float));
+    free(keep);
+    qe_model_free(q);
+    qe_model_free(q2);
+    qe_quant_report_free(&rep);
+    qe_quant_report_free(&rep2);
+    qe_imatrix_free(im);
+    qe_model_free(m);
+}
+
 /* ------------------------------------------------------------ hostile -- */
 
 typedef struct hostile_case {
@@ -1088,6 +1165,7 @@ int main(void)
     RUN(phi3_long_rope_factors_ctx2048);
     RUN(info_shows_features);
     RUN(safetensors_matches_gguf);
+    RUN(imatrix_experts);
     cJSON_Delete(golden);
     free(ref_tokens);
     return test_finish();
