@@ -19,7 +19,7 @@
  *    cache as llama.cpp; 0.1 %);
  *  - lockstep KLD of Q4_K_M/Q2_K against the F32 base: running mean KLD
  *    after KLD_CHUNKS chunks within 5 % of llama.cpp's log (exact numerics),
- *    Q2_K after 3 chunks within 1.5 % with llamacpp numerics;
+ *    Q2_K after 2 chunks within 1.5 % with llamacpp numerics;
  *  - llama-quantize byte for byte: Q4_K_M and Q2_K of gemma2, phi3,
  *    Mixtral-style llama and qwen2moe (b4747's files) and of qwen3, qwen3moe,
  *    gemma3 (the newer build's) from the regenerated F32 bases;
@@ -409,13 +409,13 @@ TEST(golden_kld_lockstep)
 }
 
 /* llamacpp numerics (activations quantized as ggml does, f16 KV cache):
- * llama.cpp's own arithmetic, so 1.5 % after 3 chunks (measured: within
+ * llama.cpp's own arithmetic, so 1.5 % after 2 chunks (measured: within
  * 0.2 %; the scalar emulation of its integer dots is slower, hence Q2_K
  * only and few chunks). */
 TEST(golden_kld_lockstep_llamacpp_numerics)
 {
     static const char *const quants[] = {"Q2_K"};
-    kld_golden(QE_NUMERICS_LLAMACPP, 3, quants, 1, 0.015);
+    kld_golden(QE_NUMERICS_LLAMACPP, 2, quants, 1, 0.015);
 }
 
 /* ------------------------------------------------------------ quantize -- */
@@ -700,6 +700,13 @@ static bool to_hf_name(const char *hf_type, const char *g, char *out, size_t cap
         {"ffn_up.weight", "mlp.up_proj.weight", NULL, NULL},
         {"ffn_down.weight", "mlp.down_proj.weight", NULL, NULL},
         {"ffn_gate_inp.weight", "mlp.gate.weight", NULL, "block_sparse_moe.gate.weight"},
+        {"attn_q.bias", "self_attn.q_proj.bias", NULL, NULL},
+        {"attn_k.bias", "self_attn.k_proj.bias", NULL, NULL},
+        {"attn_v.bias", "self_attn.v_proj.bias", NULL, NULL},
+        {"ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight", NULL, NULL},
+        {"ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight", NULL, NULL},
+        {"ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight", NULL, NULL},
+        {"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight", NULL, NULL},
         {"ffn_gate_exps.weight", "mlp.experts.%d.gate_proj.weight", NULL,
          "block_sparse_moe.experts.%d.w1.weight"},
         {"ffn_up_exps.weight", "mlp.experts.%d.up_proj.weight", NULL,
@@ -841,6 +848,8 @@ static int write_hf_checkpoint(const qe_model *m, const char *hf_type, const cha
         fprintf(f, ", \"%s\": %d, \"num_experts_per_tok\": %d, \"moe_intermediate_size\": %d",
                 mixtral ? "num_local_experts" : "num_experts", c->n_expert, c->n_expert_used,
                 c->n_ff_exp);
+    if (c->n_ff_shexp)
+        fprintf(f, ", \"shared_expert_intermediate_size\": %d", c->n_ff_shexp);
     if (c->n_swa)
         fprintf(f, ", \"sliding_window\": %d", c->n_swa);
     if (c->attn_softcap > 0)
@@ -880,7 +889,8 @@ TEST(safetensors_matches_gguf)
         const char *base, *hf_type;
     } cases[] = {{"rand-qwen3", "qwen3"},   {"rand-qwen3moe", "qwen3_moe"},
                  {"rand-gemma2", "gemma2"}, {"rand-gemma3", "gemma3_text"},
-                 {"rand-phi3", "phi3"},     {"rand-mixtral", "mixtral"}};
+                 {"rand-phi3", "phi3"},     {"rand-mixtral", "mixtral"},
+                 {"rand-qwen2moe", "qwen2_moe"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         qe_err err = {0};
         qe_model *g = load(base_path(cases[i].base), &err);
