@@ -577,6 +577,24 @@ TEST(features_from_metadata)
     CHECK(m->cfg.rope_freq_base_swa == 10000.0f && m->cfg.rope_freq_base == 1e6f);
     CHECK(fabsf(m->cfg.embd_scale - 16.0f) < 1e-6f);
     qe_model_free(m);
+    /* an explicit attention.sliding_window_pattern key overrides the default 6 */
+    qe_gguf *g = qe_gguf_open(test_asset("testdata/llamacpp-arch/rand-gemma3-Q2_K.gguf"), &err);
+    REQUIRE(g, "%s", err.msg);
+    qe_gguf_builder *b = qe_gguf_builder_from(g, &err);
+    REQUIRE(b, "%s", err.msg);
+    mkdir("build", 0755);
+    mkdir(GEN_DIR, 0755);
+    const char *pp = GEN_DIR "/gemma3-pattern3.gguf";
+    CHECK(qe_gguf_builder_set_u32(b, "gemma3.attention.sliding_window_pattern", 3, &err) == 0 &&
+          qe_gguf_builder_write(b, pp, &err) == 0);
+    qe_gguf_builder_free(b);
+    qe_gguf_close(g);
+    m = load(pp, &err);
+    REQUIRE(m, "%s", err.msg);
+    for (int l = 0; l < 6; l++)
+        CHECKF(qe_config_layer_swa(&m->cfg, l) == (l % 3 < 2), "gemma3 pattern 3, layer %d", l);
+    qe_model_free(m);
+    unlink(pp);
     m = load(test_asset("testdata/llamacpp-arch/rand-gemma2-Q2_K.gguf"), &err);
     REQUIRE(m, "%s", err.msg);
     for (int l = 0; l < 6; l++)
@@ -1066,6 +1084,8 @@ TEST(hostile_arch_metadata)
          'u', 128, NULL, NULL, QE_ESHAPE, "ffn_gate_exps.weight", false},
         {"sliding window 0", "rand-gemma2-Q2_K", "gemma2.attention.sliding_window", 'u', 0, NULL,
          NULL, QE_EFORMAT, "'gemma2.attention.sliding_window' = 0", false},
+        {"sliding window pattern 0", "rand-gemma3-Q2_K", "gemma3.attention.sliding_window_pattern",
+         'u', 0, NULL, NULL, QE_EFORMAT, "'gemma3.attention.sliding_window_pattern' = 0", false},
         {"sliding window missing (gemma3)", "rand-gemma3-Q2_K", "gemma3.attention.sliding_window",
          'x', 0, NULL, NULL, QE_ENOTFOUND, "gemma3.attention.sliding_window", false},
         {"head_dim (key_length) disagrees", "rand-qwen2moe-Q2_K", "qwen2moe.attention.key_length",
