@@ -184,7 +184,7 @@ static void make_bases(void)
         }
         strncat(cmd, " >/dev/null", sizeof cmd - strlen(cmd) - 1);
         if (system(cmd) != 0) {
-            snprintf(bases_why, sizeof bases_why, "gen_arch_models.py failed: %s", cmd);
+            snprintf(bases_why, sizeof bases_why, "gen_arch_models.py failed: %.200s", cmd);
             return;
         }
     }
@@ -1125,9 +1125,12 @@ TEST(hostile_arch_metadata)
             qe_gguf_close(g);
             continue;
         }
-        float bad[16];
+        /* tensor data is borrowed by the builder until it is written */
+        float bad[16], v32[32];
         for (int k = 0; k < 16; k++)
             bad[k] = k == 3 ? -1.0f : 1.0f;
+        for (int k = 0; k < 32; k++)
+            v32[k] = k == 3 ? -1.0f : 1.0f;
         int rc = 0;
         if (h->key && h->ktype == 'u')
             rc = qe_gguf_builder_set_u32(b, h->key, (uint32_t)h->val, &err);
@@ -1139,9 +1142,6 @@ TEST(hostile_arch_metadata)
             rc = qe_gguf_builder_remove(b, h->key);
         else if (h->ktype == 'T' || h->ktype == 'Z') {
             const int64_t ne = h->ktype == 'T' ? 16 : 32;
-            float v32[32];
-            for (int k = 0; k < 32; k++)
-                v32[k] = k == 3 ? -1.0f : 1.0f;
             rc = qe_gguf_builder_set_tensor(b, h->tensor, QE_TYPE_F32, 1, &ne,
                                             h->ktype == 'T' ? (const void *)bad : v32,
                                             (uint64_t)ne * 4, &err);
