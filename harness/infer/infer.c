@@ -91,7 +91,8 @@ typedef struct qe_wt {
 
 /* Slots of the per-layer weight names (hook and error messages). */
 enum { WN_Q, WN_K, WN_V, WN_O, WN_GATE, WN_UP, WN_DOWN, WN_QKV, WN_ROUTER, WN_SH_GATE,
-       WN_SH_UP, WN_SH_DOWN, WN_GATE_EXPS, WN_UP_EXPS, WN_DOWN_EXPS, WN_PER_LAYER };
+       WN_SH_UP, WN_SH_DOWN, WN_GATE_EXPS, WN_UP_EXPS, WN_DOWN_EXPS, WN_SH_GATE_INP,
+       WN_PER_LAYER };
 
 /* One transformer block's weights.  Which optional parts are bound follows
  * qe_config's feature fields (harness/model/arch.h), never the arch name. */
@@ -127,6 +128,7 @@ struct qe_infer {
     int q_dim, kv_dim; /* n_head*head_dim, n_head_kv*head_dim */
     int defer_from, defer_n; /* qe_infer_eval_defer: normed rows kept in xb */
     qe_matmul_hook hook;
+    qe_matmul_id_hook hook_id;
     void *hook_ud;
 
     qe_wt tok_embd, output;
@@ -532,6 +534,7 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
         inf->n_batch = inf->n_ctx;
     inf->hook = opts ? opts->hook : NULL;
     inf->hook_ud = opts ? opts->hook_ud : NULL;
+    inf->hook_id = opts ? opts->hook_id : NULL;
     inf->numerics = opts ? opts->numerics : QE_NUMERICS_EXACT;
     if (inf->numerics != QE_NUMERICS_EXACT && inf->numerics != QE_NUMERICS_LLAMACPP) {
         qe_err_set(err, QE_EINVAL, "qe_infer_new: numerics %d: expected %d (exact) or %d "
@@ -1268,9 +1271,13 @@ static const char *wname(qe_infer *inf, int l, int j, const char *suffix)
  * out added to resid when given.  t_path: see mm_job. */
 static int gated_ffn(qe_infer *inf, const qe_wt *gate, const qe_wt *up, const qe_wt *down,
                      const char *ng, const char *nu, const char *nd, const float *x, int T,
-                     int t_path, float *out, float *resid, qe_err *err)
+                     int t_path, float *out, float *resid, int expert, qe_err *err)
 {
     const int E = inf->cfg.n_embd, F = gate->n_out;
+    if (expert >= 0 && inf->hook_id) {
+        inf->hook_id(inf->hook_ud, ng, expert, inf->cfg.n_expert, x, T, E);
+        inf->hook_id(inf->hook_ud, nu, expert, inf->cfg.n_expert, x, T, E);
+    }
     mm_job FF = {.inf = inf, .x = x, .ldx = E, .T = T, .t_path = t_path, .swiglu = true,
                  .act = inf->cfg.ffn_act};
     mm_add(&FF, gate, ng, inf->hb, F);
@@ -1278,6 +1285,8 @@ static int gated_ffn(qe_infer *inf, const qe_wt *gate, const qe_wt *up, const qe
     int rc = mm_run(&FF, err);
     if (rc)
         return rc;
+    if (expert >= 0 && inf->hook_id)
+        inf->hook_id(inf->hook_ud, nd, expert, inf->cfg.n_expert, inf->hb, T, F);
     mm_job D = {.inf = inf, .x = inf->hb, .ldx = F, .T = T, .t_path = t_path, .resid = resid,
                 .ldr = E};
     mm_add(&D, down, nd, out, E);
@@ -1404,7 +1413,7 @@ static int moe_ffn(qe_infer *inf, int l, int T, qe_err *err)
         if ((rc = gated_ffn(inf, &ew[0], &ew[1], &ew[2], wname(inf, l, WN_GATE_EXPS, "ffn_gate_exps"),
                             wname(inf, l, WN_UP_EXPS, "ffn_up_exps"),
                             wname(inf, l, WN_DOWN_EXPS, "ffn_down_exps"), inf->xe, n, T, inf->ye,
-                            NULL, err)))
+                            NULL, e, err)))
             return rc;
         for (int r = 0; r < n; r++)
             memcpy(inf->yslot + (size_t)ids[r] * E, inf->ye + (size_t)r * E,
@@ -1415,8 +1424,11 @@ static int moe_ffn(qe_infer *inf, int l, int T, qe_err *err)
                         wname(inf, l, WN_SH_GATE, "ffn_gate_shexp"),
                         wname(inf, l, WN_SH_UP, "ffn_up_shexp"),
                         wname(inf, l, WN_SH_DOWN, "ffn_down_shexp"), inf->xb, T, T, inf->ye, NULL,
-                        err)))
+                        -1, err)))
         return rc;
+    if (lw->sh_gate_inp && inf->hook) /* its 1-row matmul, as llama-imatrix sees it */
+        inf->hook(inf->hook_ud, wname(inf, l, WN_SH_GATE_INP, "ffn_gate_inp_shexp"), inf->xb, T,
+                  E);
     tok_job CJ = {.inf = inf, .l = l};
     run_job(inf, 2.0 * T * K * E, T, combine_item, &CJ);
     return 0;
@@ -1485,7 +1497,7 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
             if ((rc = gated_ffn(inf, &lw->gate, &lw->up, &lw->down, ng,
                                 wname(inf, l, WN_UP, "ffn_up"),
                                 wname(inf, l, WN_DOWN, "ffn_down"), inf->xb, T, 0, inf->xb2,
-                                lw->post_ffn_norm ? NULL : inf->x, err)))
+                                lw->post_ffn_norm ? NULL : inf->x, -1, err)))
                 return rc;
         }
         if (lw->post_ffn_norm)

@@ -42,6 +42,13 @@ typedef void (*qe_matmul_hook)(void *ud, const char *weight_name, const float *x
  *           to f16 before P.V.  Deterministic for any thread count. */
 enum { QE_NUMERICS_EXACT = 0, QE_NUMERICS_LLAMACPP = 1 };
 
+/* Optional observer of the expert matmuls (llama-imatrix's MUL_MAT_ID
+ * path): called once per expert and weight with the n_rows token rows
+ * routed to `expert` (of n_expert) in this batch; weight_name is the 3-D
+ * tensor ("blk.3.ffn_down_exps.weight"). */
+typedef void (*qe_matmul_id_hook)(void *ud, const char *weight_name, int expert, int n_expert,
+                                  const float *x, int n_rows, int n_in);
+
 typedef struct qe_infer_opts {
     int n_ctx;      /* KV capacity in positions (default 512 if 0) */
     int n_threads;  /* 0 = OpenMP default */
@@ -49,6 +56,7 @@ typedef struct qe_infer_opts {
     qe_matmul_hook hook; /* optional */
     void *hook_ud;
     int numerics;   /* QE_NUMERICS_EXACT (0, default) or QE_NUMERICS_LLAMACPP */
+    qe_matmul_id_hook hook_id; /* optional; same hook_ud */
 } qe_infer_opts;
 
 /* Errors: unknown architecture (message lists supported ones), missing or

@@ -163,6 +163,22 @@ int qe_arch_apply(qe_model *m, const qe_gguf *g, qe_err *err)
                 return qe_err_set(err, QE_EFORMAT, "%s: key '%s.attention.sliding_window' = 0: "
                                   "expected a positive window", path, a);
         }
+        if (d->swa_pattern > 1) {
+            /* newer converters may write the pattern; an integer n means
+             * "n-1 local then 1 global" (per-layer arrays are not read) */
+            char key[160];
+            snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", a);
+            const qe_gguf_value *v = qe_gguf_get(g, key);
+            if (v && v->type != QE_GGUF_ARRAY) {
+                int pat = 0;
+                if ((rc = key_int(g, a, "attention.sliding_window_pattern", &pat, err)) < 0)
+                    return rc;
+                if (pat < 1 || pat > c->n_layer + 1)
+                    return qe_err_set(err, QE_EFORMAT, "%s: key '%s' = %d: expected 1 .. "
+                                      "n_layer + 1", path, key, pat);
+                c->swa_pattern = pat;
+            }
+        }
         if (d->flags & QE_ARCH_SOFTCAP) {
             if ((rc = key_pos_float(g, a, "attn_logit_softcapping", &c->attn_softcap, err)) < 0 ||
                 (rc = key_pos_float(g, a, "final_logit_softcapping", &c->final_softcap, err)) < 0)

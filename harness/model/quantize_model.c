@@ -199,7 +199,10 @@ qe_model *qe_model_quantize(const qe_model *ref, const qe_quant_opts *opts, qe_q
             const size_t mat_nbytes = qe_type_row_nbytes(ch[i].type, ne0) * (size_t)rows_per_mat;
             /* experts (ne[2] > 1) each get their own slice of the imatrix */
             for (int64_t m3 = 0; m3 < n_mat; m3++) {
-                const float *imat = e ? e->mean_sq + (e->n_mat > 1 ? m3 * ne0 : 0) : NULL;
+                /* by size: a .dat entry of an expert tensor has n_mat 1 but
+                 * n_expert * ne0 values, one slice per expert (llama-quantize) */
+                const bool sliced = n_mat > 1 && e && e->n_values == ne0 * n_mat;
+                const float *imat = e ? e->mean_sq + (sliced ? m3 * ne0 : 0) : NULL;
                 if (qe_quantize_rows(ch[i].type, src + m3 * ne0 * rows_per_mat,
                                      (uint8_t *)data + (size_t)m3 * mat_nbytes, rows_per_mat, ne0,
                                      imat, n_threads, err)) {
@@ -472,8 +475,10 @@ out:
 typedef struct acc_entry {
     char name[96];
     int n_in;
-    double *sum;       /* (n_in) sum x^2 */
-    uint64_t count;    /* token rows */
+    int n_mat;         /* 1, or n_expert for a 3-D expert tensor */
+    double *sum;       /* (n_mat, n_in) sum x^2 */
+    uint64_t count;    /* token rows (n_mat == 1) */
+    uint64_t *cnt;     /* (n_mat) token rows per expert (n_mat > 1) */
     int32_t ncall;     /* chunks seen */
     int last_chunk;
 } acc_entry;
@@ -485,12 +490,9 @@ typedef struct collector {
     bool oom, bad_size;
 } collector;
 
-static void collect_hook(void *ud, const char *name, const float *x, int n_tokens, int n_in)
+/* The entry of `name` (created with n_in x n_mat on first use), or NULL. */
+static acc_entry *collect_entry(collector *c, const char *name, int n_in, int n_mat)
 {
-    collector *c = ud;
-    /* llama-imatrix: only blk.* weights, only batches of >= 16 tokens */
-    if (n_tokens < 16 || strncmp(name, "blk.", 4) != 0 || c->oom)
-        return;
     acc_entry *e = NULL;
     for (int i = c->n - 1; i >= 0; i--)
         if (strcmp(c->e[i].name, name) == 0) {
@@ -503,7 +505,7 @@ static void collect_hook(void *ud, const char *name, const float *x, int n_token
             acc_entry *ne = realloc(c->e, (size_t)cap * sizeof *ne);
             if (!ne) {
                 c->oom = true;
-                return;
+                return NULL;
             }
             c->e = ne;
             c->cap = cap;
@@ -512,34 +514,71 @@ static void collect_hook(void *ud, const char *name, const float *x, int n_token
         memset(e, 0, sizeof *e);
         qe_strlcpy(e->name, name, sizeof e->name);
         e->n_in = n_in;
+        e->n_mat = n_mat;
         e->last_chunk = -1;
-        e->sum = calloc((size_t)n_in, sizeof *e->sum);
-        if (!e->sum) {
+        e->sum = calloc((size_t)n_in * (size_t)n_mat, sizeof *e->sum);
+        e->cnt = calloc((size_t)n_mat, sizeof *e->cnt);
+        if (!e->sum || !e->cnt) {
+            free(e->sum);
+            free(e->cnt);
             c->oom = true;
-            return;
+            return NULL;
         }
         c->n++;
     }
-    if (e->n_in != n_in) {
+    if (e->n_in != n_in || e->n_mat != n_mat) {
         c->bad_size = true;
-        return;
+        return NULL;
     }
+    if (e->last_chunk != c->chunk) {
+        e->last_chunk = c->chunk;
+        e->ncall++;
+    }
+    return e;
+}
+
+/* Expert matmuls (llama-imatrix's MUL_MAT_ID path: every batch size, per
+ * expert sums and counts). */
+static void collect_id_hook(void *ud, const char *name, int expert, int n_expert, const float *x,
+                            int n_rows, int n_in)
+{
+    collector *c = ud;
+    if (c->oom || expert < 0 || expert >= n_expert)
+        return;
+    acc_entry *e = collect_entry(c, name, n_in, n_expert);
+    if (!e)
+        return;
+    double *s = e->sum + (size_t)expert * n_in;
+    for (int t = 0; t < n_rows; t++) {
+        const float *row = x + (size_t)t * n_in;
+        for (int j = 0; j < n_in; j++)
+            s[j] += (double)row[j] * row[j];
+    }
+    e->cnt[expert] += (uint64_t)n_rows;
+}
+
+static void collect_hook(void *ud, const char *name, const float *x, int n_tokens, int n_in)
+{
+    collector *c = ud;
+    /* llama-imatrix: only blk.* weights, only batches of >= 16 tokens */
+    if (n_tokens < 16 || strncmp(name, "blk.", 4) != 0 || c->oom)
+        return;
+    acc_entry *e = collect_entry(c, name, n_in, 1);
+    if (!e)
+        return;
     for (int t = 0; t < n_tokens; t++) {
         const float *row = x + (size_t)t * n_in;
         for (int j = 0; j < n_in; j++)
             e->sum[j] += (double)row[j] * row[j];
     }
     e->count += (uint64_t)n_tokens;
-    if (e->last_chunk != c->chunk) {
-        e->last_chunk = c->chunk;
-        e->ncall++;
-    }
 }
 
 qe_imatrix *qe_imatrix_collect(const qe_model *m, const int32_t *tokens, size_t n_tokens,
                                const qe_imatrix_collect_opts *opts, double *ppl, qe_err *err)
 {
     collector col = {0};
+    int rc_add = 0;
     qe_infer *inf = NULL;
     qe_imatrix *im = NULL;
     int32_t *buf = NULL;
@@ -559,6 +598,7 @@ qe_imatrix *qe_imatrix_collect(const qe_model *m, const int32_t *tokens, size_t 
     io.n_batch = n_ctx;
     io.n_threads = opts ? opts->n_threads : 0;
     io.hook = collect_hook;
+    io.hook_id = collect_id_hook;
     io.hook_ud = &col;
     inf = qe_infer_new(m, &io, err);
     if (!inf)
@@ -627,16 +667,34 @@ qe_imatrix *qe_imatrix_collect(const qe_model *m, const int32_t *tokens, size_t 
     }
     for (int k = 0; k < col.n; k++) {
         acc_entry *e = &col.e[k];
-        sums = malloc((size_t)e->n_in * sizeof *sums);
-        if (!sums) {
+        if (e->n_mat > 1) {
+            /* llama-imatrix b4747 skips an expert tensor when any of its
+             * experts saw no token ("partial data") */
+            bool partial = false;
+            for (int x = 0; x < e->n_mat; x++)
+                partial |= e->cnt[x] == 0;
+            if (partial)
+                continue;
+        }
+        const size_t nv = (size_t)e->n_in * (size_t)e->n_mat;
+        sums = malloc(nv * sizeof *sums);
+        float *cnts = malloc((size_t)e->n_mat * sizeof *cnts);
+        if (!sums || !cnts) {
+            free(cnts);
             qe_err_set(err, QE_ENOMEM, "imatrix: out of memory");
             goto fail;
         }
         /* .dat units: (sum / count) * ncall, counts = ncall */
-        for (int j = 0; j < e->n_in; j++)
-            sums[j] = (float)(e->sum[j] / (double)e->count * (double)e->ncall);
-        float cnt = (float)e->ncall;
-        if (qe_imatrix_add(im, e->name, e->n_in, 1, e->ncall, sums, &cnt, err))
+        for (int x = 0; x < e->n_mat; x++) {
+            const double n = e->n_mat > 1 ? (double)e->cnt[x] : (double)e->count;
+            for (int j = 0; j < e->n_in; j++)
+                sums[(size_t)x * e->n_in + j] =
+                    (float)(e->sum[(size_t)x * e->n_in + j] / n * (double)e->ncall);
+            cnts[x] = (float)e->ncall;
+        }
+        rc_add = qe_imatrix_add(im, e->name, (int32_t)nv, e->n_mat, e->ncall, sums, cnts, err);
+        free(cnts);
+        if (rc_add)
             goto fail;
         free(sums);
         sums = NULL;
@@ -647,8 +705,10 @@ fail:
     qe_imatrix_free(im);
     im = NULL;
 done:
-    for (int k = 0; k < col.n; k++)
+    for (int k = 0; k < col.n; k++) {
         free(col.e[k].sum);
+        free(col.e[k].cnt);
+    }
     free(col.e);
     free(sums);
     free(buf);

@@ -412,7 +412,8 @@ int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *
     static const struct {
         const char *mt, *arch;
     } k_types[] = {{"llama", "llama"},     {"mistral", "llama"},   {"mixtral", "llama"},
-                   {"qwen2", "qwen2"},     {"qwen3", "qwen3"},     {"qwen3_moe", "qwen3moe"},
+                   {"qwen2", "qwen2"},     {"qwen2_moe", "qwen2moe"}, {"qwen3", "qwen3"},
+                   {"qwen3_moe", "qwen3moe"},
                    {"gemma2", "gemma2"},   {"gemma3_text", "gemma3"}, {"gemma3", "gemma3"},
                    {"phi3", "phi3"}};
     const char *arch = NULL;
@@ -422,7 +423,7 @@ int qe_hf_config_parse(const char *json, size_t n, const char *name, qe_config *
     if (!arch) {
         rc = qe_err_set(err, QE_EUNSUPPORTED,
                         "%s: \"model_type\": '%.40s' not supported (llama, mistral, mixtral, "
-                        "qwen2, qwen3, qwen3_moe, gemma2, gemma3_text, gemma3, phi3)", name,
+                        "qwen2, qwen2_moe, qwen3, qwen3_moe, gemma2, gemma3_text, gemma3, phi3)", name,
                         mt->valuestring);
         goto out;
     }
