@@ -88,41 +88,23 @@ void qe_arch_defaults(qe_config *c, const qe_arch_desc *d)
         c->n_swa = d->swa_default;
 }
 
-/* "<arch>.<suffix>" as int / float: 0 set, 1 absent, < 0 error. */
+/* "<arch>.<suffix>" as int / positive float: 0 set, 1 absent, < 0 error. */
 static int key_int(const qe_gguf *g, const char *arch, const char *suffix, int *out, qe_err *err)
 {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    uint64_t v;
-    qe_err e = {0};
-    int rc = qe_gguf_get_u64(g, key, &v, &e);
-    if (rc == QE_ENOTFOUND)
-        return 1;
-    if (rc)
-        return qe_err_set(err, rc, "%s: key '%s': %s", g->path, key, e.msg);
-    if (v > 0x7fffffff)
-        return qe_err_set(err, QE_EFORMAT, "%s: key '%s': value %llu out of range", g->path, key,
-                          (unsigned long long)v);
-    *out = (int)v;
-    return 0;
+    return qe_model_key_int(g, arch, suffix, false, out, err);
 }
 
 static int key_pos_float(const qe_gguf *g, const char *arch, const char *suffix, float *out,
                          qe_err *err)
 {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    double v;
-    qe_err e = {0};
-    int rc = qe_gguf_get_f64(g, key, &v, &e);
-    if (rc == QE_ENOTFOUND)
-        return 1;
+    float v = 0;
+    int rc = qe_model_key_float(g, arch, suffix, &v, err);
     if (rc)
-        return qe_err_set(err, rc, "%s: key '%s': %s", g->path, key, e.msg);
-    if (!(v > 0.0) || !isfinite(v))
-        return qe_err_set(err, QE_EFORMAT, "%s: key '%s' = %g: expected a positive number",
-                          g->path, key, v);
-    *out = (float)v;
+        return rc;
+    if (!(v > 0.0f) || !isfinite(v))
+        return qe_err_set(err, QE_EFORMAT, "%s: key '%s.%s' = %g: expected a positive number",
+                          g->path, arch, suffix, (double)v);
+    *out = v;
     return 0;
 }
 

@@ -397,10 +397,8 @@ int qe_model_validate(const qe_model *m, qe_err *err)
 
 /* ----------------------------------------------------------------- GGUF */
 
-/* Read "<arch>.<suffix>" as a positive int.  Returns 0 and sets *out when
- * present, 1 when absent and optional, negative on error. */
-static int gguf_int(const qe_gguf *g, const char *arch, const char *suffix, bool required,
-                    int *out, qe_err *err)
+int qe_model_key_int(const qe_gguf *g, const char *arch, const char *suffix, bool required,
+                     int *out, qe_err *err)
 {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
@@ -421,8 +419,8 @@ static int gguf_int(const qe_gguf *g, const char *arch, const char *suffix, bool
     return 0;
 }
 
-static int gguf_float(const qe_gguf *g, const char *arch, const char *suffix, float *out,
-                      qe_err *err)
+int qe_model_key_float(const qe_gguf *g, const char *arch, const char *suffix, float *out,
+                       qe_err *err)
 {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
@@ -476,28 +474,28 @@ static int load_gguf(qe_model *m, const char *path, const qe_load_opts *opts, qe
         return qe_err_set(err, QE_EUNSUPPORTED,
                           "%s: architecture '%s' is not supported (supported: %s)", path, a,
                           qe_arch_list());
-    if ((rc = gguf_int(g, a, "embedding_length", true, &c->n_embd, err)) < 0 ||
-        (rc = gguf_int(g, a, "feed_forward_length", true, &c->n_ff, err)) < 0 ||
-        (rc = gguf_int(g, a, "block_count", true, &c->n_layer, err)) < 0 ||
-        (rc = gguf_int(g, a, "attention.head_count", true, &c->n_head, err)) < 0)
+    if ((rc = qe_model_key_int(g, a, "embedding_length", true, &c->n_embd, err)) < 0 ||
+        (rc = qe_model_key_int(g, a, "feed_forward_length", true, &c->n_ff, err)) < 0 ||
+        (rc = qe_model_key_int(g, a, "block_count", true, &c->n_layer, err)) < 0 ||
+        (rc = qe_model_key_int(g, a, "attention.head_count", true, &c->n_head, err)) < 0)
         return rc;
     if (c->n_head <= 0)
         return qe_err_set(err, QE_EFORMAT, "%s: key '%s.attention.head_count' is 0", path, a);
     c->n_head_kv = c->n_head;
-    if ((rc = gguf_int(g, a, "attention.head_count_kv", false, &c->n_head_kv, err)) < 0)
+    if ((rc = qe_model_key_int(g, a, "attention.head_count_kv", false, &c->n_head_kv, err)) < 0)
         return rc;
     c->head_dim = c->n_embd / c->n_head;
-    if ((rc = gguf_int(g, a, "attention.key_length", false, &c->head_dim, err)) < 0)
+    if ((rc = qe_model_key_int(g, a, "attention.key_length", false, &c->head_dim, err)) < 0)
         return rc;
     c->n_rot = c->head_dim;
-    if ((rc = gguf_int(g, a, "rope.dimension_count", false, &c->n_rot, err)) < 0)
+    if ((rc = qe_model_key_int(g, a, "rope.dimension_count", false, &c->n_rot, err)) < 0)
         return rc;
     c->n_ctx_train = 0;
-    if ((rc = gguf_int(g, a, "context_length", false, &c->n_ctx_train, err)) < 0)
+    if ((rc = qe_model_key_int(g, a, "context_length", false, &c->n_ctx_train, err)) < 0)
         return rc;
     c->rms_eps = 1e-5f;
-    if ((rc = gguf_float(g, a, "attention.layer_norm_rms_epsilon", &c->rms_eps, err)) < 0 ||
-        (rc = gguf_float(g, a, "rope.freq_base", &c->rope_freq_base, err)) < 0)
+    if ((rc = qe_model_key_float(g, a, "attention.layer_norm_rms_epsilon", &c->rms_eps, err)) < 0 ||
+        (rc = qe_model_key_float(g, a, "rope.freq_base", &c->rope_freq_base, err)) < 0)
         return rc;
 
     /* RoPE scaling: "<arch>.rope.scaling.type" + ".factor" (newer), or the
@@ -508,9 +506,9 @@ static int load_gguf(qe_model *m, const char *path, const qe_load_opts *opts, qe
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
     qe_gguf_get_str(g, key, stype, sizeof stype, NULL);
     float factor = 0.0f;
-    if ((rc = gguf_float(g, a, "rope.scaling.factor", &factor, err)) < 0)
+    if ((rc = qe_model_key_float(g, a, "rope.scaling.factor", &factor, err)) < 0)
         return rc;
-    if (rc == 1 && (rc = gguf_float(g, a, "rope.scale_linear", &factor, err)) < 0)
+    if (rc == 1 && (rc = qe_model_key_float(g, a, "rope.scale_linear", &factor, err)) < 0)
         return rc;
     c->rope_scaling = QE_ROPE_SCALING_NONE;
     c->rope_freq_scale = 1.0f;
@@ -521,7 +519,7 @@ static int load_gguf(qe_model *m, const char *path, const qe_load_opts *opts, qe
         c->rope_scaling = QE_ROPE_SCALING_LINEAR;
         c->rope_freq_scale = 1.0f / factor;
     }
-    if ((rc = gguf_int(g, a, "rope.scaling.original_context_length", false,
+    if ((rc = qe_model_key_int(g, a, "rope.scaling.original_context_length", false,
                        &c->rope_llama3_orig_ctx, err)) < 0)
         return rc;
     c->rope_kind = rope_kind_for_arch(a);
@@ -568,7 +566,7 @@ static int load_gguf(qe_model *m, const char *path, const qe_load_opts *opts, qe
     else if (m->tok)
         c->n_vocab = qe_tokenizer_n_vocab(m->tok);
     else
-        gguf_int(g, a, "vocab_size", false, &c->n_vocab, NULL);
+        qe_model_key_int(g, a, "vocab_size", false, &c->n_vocab, NULL);
     return 0;
 }
 

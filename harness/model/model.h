@@ -168,4 +168,13 @@ int qe_model_attach_map(qe_model *m, const char *path, const qe_map **out, qe_er
 /* "gguf" / "safetensors" / "llama2c". */
 const char *qe_model_format_name(int format);
 
+/* GGUF key "<arch>.<suffix>" as an int in 0..INT32_MAX / as a float.  Return
+ * 0 and set *out when present; 1 when absent (the int: an error naming the
+ * key when required); negative on error, the message naming the file and
+ * the key. */
+int qe_model_key_int(const struct qe_gguf *g, const char *arch, const char *suffix, bool required,
+                     int *out, qe_err *err);
+int qe_model_key_float(const struct qe_gguf *g, const char *arch, const char *suffix, float *out,
+                       qe_err *err);
+
 #endif /* QE_MODEL_H */
