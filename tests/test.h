@@ -87,6 +87,43 @@ static inline const char *test_asset(const char *rel)
     return b;
 }
 
+/* The whole file at `path`, NUL-terminated and malloc'd (length in *n
+ * when n is not NULL); NULL when it cannot be read. */
+static inline char *test_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            size_t nc = cap ? 2 * cap : 65536;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb, cap = nc;
+        }
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    if (n)
+        *n = len;
+    return buf;
+}
+
 static inline int test_close(double a, double b, double rel)
 {
     double d = fabs(a - b), m = fabs(b) > 1e-30 ? fabs(b) : 1.0;

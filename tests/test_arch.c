@@ -60,26 +60,14 @@ static size_t n_ref_tokens;
 static int bases_ok = -1;   /* 1 regenerated and verified, 0 not available */
 static char bases_why[256];
 
-static char *slurp(const char *path, size_t *n)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    qe_err err = {0};
-    if (qe_read_file(path, &buf, &len, &err))
-        return NULL;
-    if (n)
-        *n = len;
-    return buf;
-}
-
 static int load_fixtures(void)
 {
-    char *js = slurp(test_asset("testdata/llamacpp-arch/golden-arch.json"), NULL);
+    char *js = test_slurp(test_asset("testdata/llamacpp-arch/golden-arch.json"), NULL);
     if (!js)
         return -1;
     golden = cJSON_Parse(js);
     free(js);
-    char *tk = slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
+    char *tk = test_slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
                      NULL);
     if (!golden || !tk) {
         free(tk);
@@ -335,7 +323,7 @@ static double log_running_kld(const char *log_name, int k)
 {
     char rel[256];
     snprintf(rel, sizeof rel, "testdata/llamacpp-arch/logs/%s", log_name);
-    char *txt = slurp(test_asset(rel), NULL);
+    char *txt = test_slurp(test_asset(rel), NULL);
     if (!txt)
         return NAN;
     double out = NAN;
@@ -423,7 +411,7 @@ TEST(golden_kld_lockstep_llamacpp_numerics)
 static bool files_equal(const char *a, const char *b)
 {
     size_t na = 0, nb = 0;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
     bool eq = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x);
     free(y);
@@ -618,7 +606,7 @@ TEST(phi3_long_rope_factors_ctx2048)
         printf("  skipped: needs the regenerated F32 bases (%s)\n", bases_why);
         return;
     }
-    char *log = slurp(test_asset("testdata/llamacpp-arch/logs/ppl-c2048-rand-phi3-F32.log"), NULL);
+    char *log = test_slurp(test_asset("testdata/llamacpp-arch/logs/ppl-c2048-rand-phi3-F32.log"), NULL);
     REQUIRE(log, "ppl-c2048-rand-phi3-F32.log");
     const char *p2 = strstr(log, "[2]");
     double want = p2 ? strtod(p2 + 3, NULL) : NAN;

@@ -53,31 +53,19 @@ static cJSON *golden_iq; /* testdata/llamacpp-iq/golden-iq.json, or NULL if abse
 static int32_t *ref_tokens; /* llama.cpp's token stream, 289*128 */
 static size_t n_ref_tokens;
 
-static char *slurp(const char *path, size_t *n)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    qe_err err = {0};
-    if (qe_read_file(path, &buf, &len, &err))
-        return NULL;
-    if (n)
-        *n = len;
-    return buf;
-}
-
 static int load_fixtures(void)
 {
-    char *js = slurp(test_asset("testdata/llamacpp/golden.json"), NULL);
+    char *js = test_slurp(test_asset("testdata/llamacpp/golden.json"), NULL);
     if (!js)
         return -1;
     golden = cJSON_Parse(js);
     free(js);
-    char *jq = slurp(test_asset("testdata/llamacpp-iq/golden-iq.json"), NULL);
+    char *jq = test_slurp(test_asset("testdata/llamacpp-iq/golden-iq.json"), NULL);
     if (jq) {
         golden_iq = cJSON_Parse(jq);
         free(jq);
     }
-    char *tk = slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
+    char *tk = test_slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
                      NULL);
     if (!golden || !tk)
         return -1;
@@ -176,7 +164,7 @@ TEST(tokenizer_stream_matches_llamacpp)
     qe_model *m = load(test_asset("models/stories260K/stories260K.gguf"), &err);
     REQUIRE(m && m->tok, "load: %s", err.msg);
     size_t n = 0;
-    char *text = slurp(test_asset("testdata/llamacpp/text-eng.txt"), &n);
+    char *text = test_slurp(test_asset("testdata/llamacpp/text-eng.txt"), &n);
     REQUIRE(text, "text-eng.txt");
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -333,7 +321,7 @@ static double log_running_kld(const char *dir, const char *log_name, int k)
 {
     char rel[256];
     snprintf(rel, sizeof rel, "%slogs/%s", dir, log_name);
-    char *txt = slurp(test_asset(rel), NULL);
+    char *txt = test_slurp(test_asset(rel), NULL);
     if (!txt)
         return NAN;
     double out = NAN;

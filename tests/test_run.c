@@ -662,14 +662,6 @@ TEST(time_budget_plan)
     CHECK(sh("'%s' run '%s' --time-budget 0s >/dev/null 2>&1", qeval_bin, model) == 2);
 }
 
-static char *slurp_file(const char *path)
-{
-    char *buf = NULL;
-    size_t n = 0;
-    qe_err e = {0};
-    return qe_read_file(path, &buf, &n, &e) ? NULL : buf;
-}
-
 /* One row per variant: name|imatrix_dataset|imatrix_chunks|imatrix_sha256 */
 static char *variant_provenance(const char *db)
 {
@@ -710,7 +702,7 @@ TEST(low_bit_imatrix_provenance)
              qeval_bin, test_asset("models/stories260K/stories260K.gguf"),
              test_asset("datasets/tinystories/tinystories_val.txt"), db, out, err);
     int rc = system(cmd);
-    char *o = slurp_file(out), *e = slurp_file(err);
+    char *o = test_slurp(out, NULL), *e = test_slurp(err, NULL);
     REQUIRE(rc == 0 && o && e, "qeval run failed (%d): %s", rc, e ? e : "");
     /* every variant has a row in the table */
     CHECKF(strstr(o, "\nQ4_K_M ") && strstr(o, "\nIQ2_M ") && strstr(o, "\nIQ1_M "), "%s", o);
@@ -757,7 +749,7 @@ TEST(low_bit_imatrix_provenance)
              test_asset("datasets/tinystories/tinystories_val.txt"),
              test_asset("testdata/llamacpp/text-eng.txt"), db2, err);
     rc = system(cmd);
-    e = slurp_file(err);
+    e = test_slurp(err, NULL);
     REQUIRE(rc == 0, "qeval run --calib failed (%d): %s", rc, e ? e : "");
     CHECKF(e && !strstr(e, "default calibration"), "%s", e);
     free(e);

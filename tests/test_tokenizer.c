@@ -20,15 +20,6 @@
 #include "../harness/model/tokenizer.h"
 #include "test.h"
 
-static char *slurp(const char *path, size_t *n)
-{
-    char *buf = NULL;
-    qe_err e = {0};
-    if (qe_read_file(path, &buf, n, &e))
-        return NULL;
-    return buf;
-}
-
 /* Parse "1 2 3" into ids (malloc'd). */
 static size_t parse_ids(const char *s, size_t len, int32_t **out)
 {
@@ -63,7 +54,7 @@ static vec_result run_vectors(const qe_tokenizer *t, const char *base, bool chec
     snprintf(p_inp, sizeof p_inp, "%s.inp", base);
     snprintf(p_out, sizeof p_out, "%s.out", base);
     size_t ni = 0, no = 0;
-    char *inp = slurp(p_inp, &ni), *out = slurp(p_out, &no);
+    char *inp = test_slurp(p_inp, &ni), *out = test_slurp(p_out, &no);
     if (!inp || !out) {
         CHECKF(0, "cannot read %s / %s", p_inp, p_out);
         free(inp);
@@ -234,8 +225,8 @@ static void check_stories(const qe_tokenizer *t, const char *what)
 
     /* text-eng.txt with BOS vs llama.cpp's 289 x 128 ids */
     size_t nt = 0, ng = 0;
-    char *text = slurp(test_asset("testdata/llamacpp/text-eng.txt"), &nt);
-    char *gold = slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
+    char *text = test_slurp(test_asset("testdata/llamacpp/text-eng.txt"), &nt);
+    char *gold = test_slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
                        &ng);
     if (!text || !gold) {
         CHECKF(0, "missing text-eng assets");
@@ -399,7 +390,7 @@ TEST(test_spm_line_split)
         CHECKF(t, "%s: %s", k_vocab[v].path, e.msg);
         for (size_t k = 0; t && k < sizeof k_text / sizeof k_text[0]; k++) {
             size_t n = 0;
-            char *text = slurp(test_asset(k_text[k]), &n);
+            char *text = test_slurp(test_asset(k_text[k]), &n);
             CHECKF(text, "cannot read %s", k_text[k]);
             if (!text)
                 continue;
