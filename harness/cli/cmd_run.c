@@ -10,6 +10,7 @@
 
 #include "../../reports/report.h"
 #include "../store/runner.h"
+#include "../eval/lm.h"
 #include "cli.h"
 
 static const char USAGE[] =
@@ -33,6 +34,8 @@ static const char USAGE[] =
     "  --calib FILE         collect an importance matrix from this text first\n"
     "  --recipe FILE        custom recipe JSON, one more variant (repeatable)\n"
     "  --threads N          threads (default: all)\n"
+    "  --parallel B         generation tasks: B sequences in flight (1 .. 256; default 16,\n"
+    "                       fewer when their KV caches would exceed 1/4 of the memory)\n"
     "  --shard I/N          run only work units u with u % N == I (merge with qeval merge)\n"
     "  --unit-chunks N      text chunks per work unit (default 4)\n"
     "  --report FILE        also write the HTML report\n"
@@ -97,6 +100,10 @@ int qe_cmd_run(int argc, char **argv)
             if (!qe_arg_int("--threads", v, 1, 4096, &x))
                 return QE_EXIT_USAGE;
             o.threads = (int)x;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--parallel", NULL))) {
+            if (!qe_arg_int("--parallel", v, 1, QE_LM_MAX_PARALLEL, &x))
+                return QE_EXIT_USAGE;
+            o.parallel = (int)x;
         } else if ((v = qe_arg_value(argc, argv, &i, "--unit-chunks", NULL))) {
             if (!qe_arg_int("--unit-chunks", v, 2, 1 << 20, &x))
                 return QE_EXIT_USAGE;
