@@ -1782,7 +1782,7 @@ int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *log
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < n_runs; i++) {
             const qe_seq_run *r = &runs[i];
-            if ((gemm_rows(r->n) > 0) != (pass == 0))
+            if ((gemm_rows(r->n) > 0 || r->prefill_kernels) != (pass == 0))
                 continue;
             fb->seg_t0[sg] = t;
             fb->seg_n[sg] = r->n;
@@ -1808,13 +1808,17 @@ int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *log
 
     /* logits: final norm of the asked rows; a run with more than
      * QE_DECODE_MAX_T rows is one output product of its own (as
-     * qe_infer_eval), the rows of the others go through one decode-kernel
-     * product together */
-    int n_dec = 0;
+     * qe_infer_eval), the rows of the others go through one product
+     * together: those of prefill_kernels runs first (prefill kernels),
+     * then the rest (decode kernels) */
+    int n_dec = 0, n_forced = 0;
     for (int i = 0; i < n_runs; i++) {
         const int from = runs[i].logits_from < 0 ? 0 : runs[i].logits_from;
-        if (from < runs[i].n && gemm_rows(runs[i].n - from) == 0)
+        if (from < runs[i].n && gemm_rows(runs[i].n - from) == 0) {
             n_dec += runs[i].n - from;
+            if (runs[i].prefill_kernels)
+                n_forced += runs[i].n - from;
+        }
     }
     if (n_dec > inf->b_rows_cap) {
         float *p = realloc(inf->b_rows, (size_t)n_dec * V * sizeof(float));
@@ -1823,8 +1827,7 @@ int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *log
         inf->b_rows = p;
         inf->b_rows_cap = n_dec;
     }
-    /* batch row of run i's first token */
-    int dec = 0;
+    int forced = 0, dec_plain = n_forced; /* gather positions */
     float *out = logits;
     for (int i = 0; i < n_runs; i++) {
         const qe_seq_run *r = &runs[i];
@@ -1843,17 +1846,19 @@ int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *log
                 return rc;
             final_softcap(inf, out, (size_t)rows * V);
         } else {
-            rmsnorm_rows(inf, inf->xb2 + (size_t)dec * E, xr, inf->output_norm, rows);
-            dec += rows;
+            int *at = r->prefill_kernels ? &forced : &dec_plain;
+            rmsnorm_rows(inf, inf->xb2 + (size_t)*at * E, xr, inf->output_norm, rows);
+            *at += rows;
         }
         out += (size_t)rows * V;
     }
     if (n_dec > 0) {
-        if ((rc = matmul(inf, &inf->output, "output.weight", inf->xb2, E, n_dec, 0, inf->b_rows,
-                         V, NULL, 0, err)))
+        if ((rc = matmul(inf, &inf->output, "output.weight", inf->xb2, E, n_dec, n_forced,
+                         inf->b_rows, V, NULL, 0, err)))
             return rc;
         final_softcap(inf, inf->b_rows, (size_t)n_dec * V);
-        dec = 0;
+        forced = 0;
+        dec_plain = n_forced;
         out = logits;
         for (int i = 0; i < n_runs; i++) {
             const int from = runs[i].logits_from < 0 ? 0 : runs[i].logits_from;
@@ -1861,8 +1866,9 @@ int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *log
                 continue;
             const int rows = runs[i].n - from;
             if (gemm_rows(rows) == 0) {
-                memcpy(out, inf->b_rows + (size_t)dec * V, (size_t)rows * V * sizeof(float));
-                dec += rows;
+                int *at = runs[i].prefill_kernels ? &forced : &dec_plain;
+                memcpy(out, inf->b_rows + (size_t)*at * V, (size_t)rows * V * sizeof(float));
+                *at += rows;
             }
             out += (size_t)rows * V;
         }

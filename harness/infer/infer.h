@@ -159,6 +159,10 @@ typedef struct qe_seq_run {
     const int32_t *tokens; /* n tokens at the slot's next positions */
     int n;                 /* >= 1 */
     int logits_from;       /* rows i >= logits_from get logits (n: none) */
+    bool prefill_kernels;  /* take the prefill kernels even for <= QE_DECODE_MAX_T tokens
+                              (and logit rows): faster when many sequences decode together;
+                              a sequence whose runs all set it is bit-identical however
+                              its runs are batched */
 } qe_seq_run;
 
 int qe_infer_n_seq(const qe_infer *inf);
