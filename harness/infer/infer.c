@@ -43,6 +43,13 @@
  * count; decode logits differ from prefill logits in the last bits only
  * (lane-split vs sequential sums; test_infer bounds it at 1e-5 of range).
  *
+ * Several sequences (qe_infer_batch): the KV cache holds n_seq slots of
+ * n_ctx positions; one forward runs the tokens of several runs (segments,
+ * one per slot) together: per-token ops and the weight products see one
+ * batch, attention works per segment on its own slot.  Segments taking the
+ * prefill kernels come first (fwd_batch.t_gemm), so a token's kernel, hence
+ * its bits, depends on its own run only.
+ *
  * Numerics follow llama.cpp where it matters for matching its perplexity:
  * RMSNorm sum of squares in double, RoPE angles by repeated multiplication
  * of theta by base^(-2/n_rot) in float (ggml_rope_cache_init), softmax with
