@@ -13,7 +13,12 @@
  * Prints per model/type: prefill tokens/s for the perplexity workload
  * (one 512-token chunk, logits for all 512 positions incl. the output
  * projection), decode tokens/s (single-token steps after a 128-token
- * prompt), achieved GFLOP/s and the fraction of this machine's peak.
+ * prompt), achieved GFLOP/s and the fraction of this machine's peak,
+ * then with llamacpp numerics (integer block dots on q8 activations):
+ * decode tokens/s; the aggregate tokens/s of 16 sequences decoding
+ * together (qe_infer_batch, one run of 1 token per sequence per call, exact
+ * numerics) with the decode kernels (b16-dec) and with the prefill kernels
+ * (b16, what generate_many uses).
  *
  * usage: bench_infer [--models smollm,qwen] [--types f16,q8_0,q4_K,q2_K]
  *                    [--threads N] [--ctx 512]
@@ -95,8 +100,9 @@ int main(int argc, char **argv)
     printf("prefill: %d tokens, logits for every position (llama-perplexity's work), median of %d;\n"
            "ppl: the same chunk with logits from n_ctx/2 on (what qeval ppl computes), median of %d\n",
            n_ctx, N_REP, N_REP);
-    printf("%-13s %-5s %9s %12s %9s %8s %6s %9s %11s %9s\n", "model", "type", "weights",
-           "prefill t/s", "GFLOP/s", "of peak", "llama", "ppl t/s", "decode t/s", "build s");
+    printf("%-13s %-5s %9s %12s %9s %8s %6s %9s %11s %9s %8s %8s %8s\n", "model", "type",
+           "weights", "prefill t/s", "GFLOP/s", "of peak", "llama", "ppl t/s", "decode t/s",
+           "build s", "dec-lc", "b16-dec", "b16");
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
         const shape *s = &SHAPES[si];
         if (!bench_in_list(models, bench_model_key(s)))
@@ -158,10 +164,54 @@ int main(int argc, char **argv)
             for (int i = 0; i < n_dec; i++)
                 qe_infer_eval(inf, tok_ids + n_prompt + i, 1, 0, logits, &err);
             double td = qe_now() - t1;
+            /* llamacpp numerics decode; 16 sequences at once (exact numerics):
+             * tb16[0] prefill kernels, tb16[1] decode kernels */
+            double tdl = 0, tb16[2] = {0, 0};
+            enum { NB = 16 };
+            for (int num = 1; num >= -1; num--) { /* 1: llamacpp; 0 b16-dec, -1 b16 */
+                qe_infer_opts ob = {.n_ctx = n_ctx, .n_threads = n_threads, .n_seq = NB,
+                                    .numerics = num == 1 ? QE_NUMERICS_LLAMACPP
+                                                         : QE_NUMERICS_EXACT};
+                qe_infer *ib = qe_infer_new(m, &ob, &err);
+                if (!ib) {
+                    printf("  (%s numerics: %s)\n", num ? "llamacpp" : "exact", err.msg);
+                    continue;
+                }
+                qe_seq_run r0 = {.seq = 0, .tokens = tok_ids, .n = n_prompt,
+                                 .logits_from = n_prompt};
+                qe_infer_batch(ib, &r0, 1, NULL, &err);
+                if (num == 1) {
+                    double t2 = qe_now();
+                    for (int i = 0; i < n_dec; i++) {
+                        qe_seq_run r1 = {.seq = 0, .tokens = tok_ids + n_prompt + i, .n = 1};
+                        qe_infer_batch(ib, &r1, 1, logits, &err);
+                    }
+                    tdl = qe_now() - t2;
+                    qe_infer_free(ib);
+                    continue; /* batched llamacpp numerics: too slow to time here */
+                }
+                qe_seq_run rb[NB];
+                for (int q = 0; q < NB; q++)
+                    qe_infer_seq_copy(ib, q, 0, n_prompt, &err);
+                double t3 = qe_now();
+                for (int i = 0; i < n_dec / 2; i++) {
+                    for (int q = 0; q < NB; q++)
+                        rb[q] = (qe_seq_run){.seq = q, .tokens = tok_ids + (q * 7 + i) % n_ctx,
+                                             .n = 1, .prefill_kernels = num < 0};
+                    if (qe_infer_batch(ib, rb, NB, logits, &err)) {
+                        fprintf(stderr, "bench: %s\n", err.msg);
+                        return 1;
+                    }
+                }
+                tb16[num + 1] = qe_now() - t3;
+                qe_infer_free(ib);
+            }
             double wbytes = (double)qe_model_tensor_nbytes(m) / (1 << 20);
-            printf("%-13s %-5s %7.0fMB %12.1f %9.1f %7.1f%% %6.0f %9.1f %11.2f %9.1f\n", s->name,
-                   TYPES[ti], wbytes, n_ctx / tp, gfs, 100 * gfs / peak, s->llama_tps[ti],
-                   n_ctx / tq, n_dec / td, tb);
+            printf("%-13s %-5s %7.0fMB %12.1f %9.1f %7.1f%% %6.0f %9.1f %11.2f %9.1f %8.2f %8.1f "
+                   "%8.1f\n", s->name, TYPES[ti], wbytes, n_ctx / tp, gfs, 100 * gfs / peak,
+                   s->llama_tps[ti], n_ctx / tq, n_dec / td, tb, tdl > 0 ? n_dec / tdl : 0.0,
+                   tb16[1] > 0 ? NB * (n_dec / 2) / tb16[1] : 0.0,
+                   tb16[0] > 0 ? NB * (n_dec / 2) / tb16[0] : 0.0);
             fflush(stdout);
             free(tok_ids);
             free(logits);

@@ -30,11 +30,11 @@
 
 static const char USAGE[] =
     "usage: qeval eval MODEL (--tasks a,b | --suite S) [--limit N] [--reference REF]\n"
-    "                  [--threads N] [--ctx N] [--verbose]\n"
+    "                  [--threads N] [--ctx N] [--parallel B] [--verbose]\n"
     "                  [--chat [--system TEXT] [--chat-template FILE] [--template-name N]\n"
     "                   [--template-var K=V]...]\n"
     "       qeval eval FILE.gguf --reference REF --db results.db [--tasks a,b | --suite S]\n"
-    "                  [--limit N] [--text FILE] [--threads N]\n"
+    "                  [--limit N] [--text FILE] [--threads N] [--parallel B]\n"
     "  MODEL, REF   GGUF, safetensors dir or llama2.c .bin\n"
     "  --tasks      comma-separated task names (see `qeval tasks`)\n"
     "  --suite      a suite name (see `qeval suites`); its per-task limits apply\n"
@@ -44,6 +44,9 @@ static const char USAGE[] =
     "               choice adds ll_margin: the gold answer's loglik lead over the best\n"
     "               wrong answer, a continuous paired statistic\n"
     "  --ctx N      context window (default 512)    --threads N  OpenMP threads\n"
+    "  --parallel B generate/code_exec/exact_output: B sequences in flight (1 .. 256;\n"
+    "               default 16, fewer when their KV caches would exceed 1/4 of the memory);\n"
+    "               the answers do not depend on B\n"
     "  --verbose    log the first 16 token ids of every prompt to stderr (--chat: 64)\n"
     "  --chat       render every prompt through MODEL's chat template (GGUF\n"
     "               tokenizer.chat_template, tokenizer_config.json): [system], few-shot\n"
@@ -68,7 +71,8 @@ typedef struct ev_side {
     bool lm_ok;
 } ev_side;
 
-static int open_side(ev_side *s, const char *path, int ctx, int threads, qe_err *err)
+static int open_side(ev_side *s, const char *path, int ctx, int threads, int parallel,
+                     qe_err *err)
 {
     memset(s, 0, sizeof *s);
     s->m = qe_model_load(path, NULL, err);
@@ -76,6 +80,10 @@ static int open_side(ev_side *s, const char *path, int ctx, int threads, qe_err 
         return err->code ? err->code : QE_EINVAL;
     int rc = qe_lm_infer_init(&s->lm, s->m, ctx, threads, err);
     s->lm_ok = rc == 0;
+    if (rc == 0)
+        rc = qe_lm_set_parallel(&s->lm, parallel > 0 ? parallel
+                                                     : qe_lm_default_parallel(s->m, s->lm.n_ctx),
+                                err);
     return rc;
 }
 
@@ -89,7 +97,8 @@ static void close_side(ev_side *s)
 /* `qeval eval FILE.gguf --reference REF --db F`: store the artifact. */
 static int eval_into_db(const char *gguf, const char *ref, const char *db, const char *tasks,
                         const char *suite, const char *text, long long limit, int threads,
-                        const qe_chat_template *ct, const char *system, const cJSON *vars)
+                        const qe_chat_template *ct, const char *system, const cJSON *vars,
+                        int parallel)
 {
     if (!ref)
         return qe_usage_error("eval", "--db needs --reference MODEL (the full-precision model)");
@@ -105,6 +114,7 @@ static int eval_into_db(const char *gguf, const char *ref, const char *db, const
     o.chat = ct;
     o.chat_system = system;
     o.chat_vars = vars;
+    o.parallel = parallel;
     qe_err err = {0};
     int64_t run_id = 0;
     if (qe_store_eval_artifact(gguf, ref, db, &o, &run_id, &err) != 0)
@@ -153,7 +163,7 @@ static void print_margin_row(const qe_task *t, const qe_task_result *ref,
 static int eval_main(int argc, char **argv, cJSON *chat_vars)
 {
     const char *model = NULL, *ref = NULL, *tasks = NULL, *suite = NULL, *db = NULL, *text = NULL;
-    long long limit = 0, ctx = 512, threads = 0;
+    long long limit = 0, ctx = 512, threads = 0, parallel = 0;
     bool verbose = false, chat = false;
     const char *system = NULL, *chat_file = NULL, *chat_name = NULL;
     qe_err verr = {0};
@@ -190,6 +200,9 @@ static int eval_main(int argc, char **argv, cJSON *chat_vars)
         } else if ((v = qe_arg_value(argc, argv, &i, "--threads", NULL))) {
             if (!qe_arg_int("--threads", v, 0, 1024, &threads))
                 return QE_EXIT_USAGE;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--parallel", NULL))) {
+            if (!qe_arg_int("--parallel", v, 1, QE_LM_MAX_PARALLEL, &parallel))
+                return QE_EXIT_USAGE;
         } else if (i >= argc) {
             return QE_EXIT_USAGE; /* qe_arg_value printed the missing value */
         } else if (qe_arg_is_flag(argv[i], "--verbose")) {
@@ -219,7 +232,7 @@ static int eval_main(int argc, char **argv, cJSON *chat_vars)
             drc = qe_report_error("eval", &cerr);
         else
             drc = eval_into_db(model, ref, db, tasks, suite, text, limit, (int)threads, dct,
-                               system, chat_vars);
+                               system, chat_vars, (int)parallel);
         qe_chat_template_free(dct);
         return drc;
     }
@@ -273,9 +286,9 @@ static int eval_main(int argc, char **argv, cJSON *chat_vars)
     }
     ev_side cand = {0}, refs = {0};
     if (rc == 0)
-        rc = open_side(&cand, model, (int)ctx, (int)threads, &err);
+        rc = open_side(&cand, model, (int)ctx, (int)threads, (int)parallel, &err);
     if (rc == 0 && ref)
-        rc = open_side(&refs, ref, (int)ctx, (int)threads, &err);
+        rc = open_side(&refs, ref, (int)ctx, (int)threads, (int)parallel, &err);
     if (rc == 0)
         printf("%-20s %-22s %10s %9s %6s %10s %8s %8s\n", "task", "metric", "value", "stderr", "n",
                ref ? "delta" : "", ref ? "p" : "", "fail");

@@ -13,6 +13,7 @@
 #include "../eval/stats.h"
 #include "../chat/chat.h"
 #include "../store/runner.h"
+#include "../eval/lm.h"
 #include "cli.h"
 
 static const char USAGE[] =
@@ -41,6 +42,8 @@ static const char USAGE[] =
     "                       imatrix's data set, chunk count and sha256\n"
     "  --recipe FILE        custom recipe JSON, one more variant (repeatable)\n"
     "  --threads N          threads (default: all)\n"
+    "  --parallel B         generation tasks: B sequences in flight (1 .. 256; default 16,\n"
+    "                       fewer when their KV caches would exceed 1/4 of the memory)\n"
     "  --shard I/N          run only work units u with u % N == I (merge with qeval merge)\n"
     "  --unit-chunks N      text chunks per work unit (default 4)\n"
     "  --report FILE        also write the HTML report\n"
@@ -138,6 +141,10 @@ static int run_main(int argc, char **argv, cJSON *chat_vars)
             if (!qe_arg_int("--threads", v, 1, 4096, &x))
                 return QE_EXIT_USAGE;
             o.threads = (int)x;
+        } else if ((v = qe_arg_value(argc, argv, &i, "--parallel", NULL))) {
+            if (!qe_arg_int("--parallel", v, 1, QE_LM_MAX_PARALLEL, &x))
+                return QE_EXIT_USAGE;
+            o.parallel = (int)x;
         } else if ((v = qe_arg_value(argc, argv, &i, "--unit-chunks", NULL))) {
             if (!qe_arg_int("--unit-chunks", v, 2, 1 << 20, &x))
                 return QE_EXIT_USAGE;

@@ -81,6 +81,7 @@ typedef struct ev_ctx {
     qe_task_result *res;
     size_t cap;
     qe_err *err;
+    char **pre; /* (docs.n) or NULL: responses generated ahead in one batch (gen_ahead) */
 } ev_ctx;
 
 static qe_item *new_item(ev_ctx *c, size_t doc_index)
@@ -569,8 +570,14 @@ static int generate_doc(ev_ctx *c, size_t di, qe_item **itp)
     rc = qe_lm_encode_context(c->lm, ctx, &ids, &n, c->err);
     if (rc == 0) {
         note_prompt(c, it, ctx, ids, n);
-        rc = c->lm->ops->generate(c->lm, ids, n, t->max_tokens, (const char *const *)t->until,
-                                  t->n_until, &it->response, c->err);
+        if (c->pre && c->pre[di]) {
+            it->response = c->pre[di];
+            c->pre[di] = NULL;
+        } else {
+            rc = c->lm->ops->generate(c->lm, ids, n, t->max_tokens,
+                                      (const char *const *)t->until, t->n_until, &it->response,
+                                      c->err);
+        }
     }
     free(ids);
     it->prompt = ctx; /* kept: teacher forcing scores the reference's output after it */
@@ -649,6 +656,46 @@ static int eval_ppl_doc(ev_ctx *c, size_t di, size_t *budget)
 
 /* -------------------------------------------------------------- code */
 
+/* Generate the responses of the selected docs in one generate_many call
+ * (continuous batching in the model) into c->pre, when the model has it. */
+static int gen_ahead(ev_ctx *c, const size_t *sel, size_t n_sel)
+{
+    if (!c->lm->generate_many || n_sel == 0)
+        return 0;
+    qe_task *t = c->t;
+    int32_t **ids = calloc(n_sel, sizeof *ids);
+    size_t *n = calloc(n_sel, sizeof *n);
+    char **out = calloc(n_sel, sizeof *out);
+    c->pre = calloc(t->docs.n, sizeof *c->pre);
+    int rc = ids && n && out && c->pre ? 0 : qe_err_set(c->err, QE_ENOMEM, "out of memory");
+    for (size_t k = 0; k < n_sel && rc == 0; k++) {
+        char *ctx = NULL;
+        if ((rc = build_context(c, sel[k], t->prompt, &ctx)) == 0)
+            rc = qe_lm_encode_context(c->lm, ctx, &ids[k], &n[k], c->err);
+        free(ctx);
+    }
+    if (rc == 0)
+        rc = c->lm->generate_many(c->lm, (const int32_t *const *)ids, n, n_sel,
+                                       t->max_tokens, (const char *const *)t->until, t->n_until,
+                                       out, c->err);
+    for (size_t k = 0; k < n_sel && rc == 0; k++)
+        c->pre[sel[k]] = out[k];
+    for (size_t k = 0; ids && k < n_sel; k++)
+        free(ids[k]);
+    free(ids);
+    free(n);
+    free(out);
+    return rc;
+}
+
+static void gen_ahead_free(ev_ctx *c)
+{
+    for (size_t i = 0; c->pre && i < c->t->docs.n; i++)
+        free(c->pre[i]);
+    free(c->pre);
+    c->pre = NULL;
+}
+
 /* pr (or NULL) counts the completions generated; running them follows. */
 static int eval_code(ev_ctx *c, const size_t *sel, size_t n_sel, qe_progress *pr)
 {
@@ -660,7 +707,7 @@ static int eval_code(ev_ctx *c, const size_t *sel, size_t n_sel, qe_progress *pr
         return 0;
     }
     size_t first = c->res->n_items;
-    int rc = 0;
+    int rc = gen_ahead(c, sel, n_sel);
     for (size_t k = 0; k < n_sel && rc == 0; k++) {
         qe_item *it = NULL;
         rc = generate_doc(c, sel[k], &it);
@@ -782,7 +829,7 @@ int qe_eval_task(qe_lm *lm, qe_task *t, const qe_eval_opts *o, qe_task_result *r
     if (rc)
         return rc;
     double t0 = qe_now();
-    ev_ctx c = {lm, t, o, res, 0, err};
+    ev_ctx c = {lm, t, o, res, 0, err, NULL};
     size_t limit = o && o->limit ? o->limit : (size_t)-1;
     int sn = o && o->shard_n > 1 ? o->shard_n : 1, si = o && o->shard_n > 1 ? o->shard_i : 0;
     size_t *sel = malloc((t->docs.n ? t->docs.n : 1) * sizeof *sel), n_sel = 0;
@@ -827,6 +874,8 @@ int qe_eval_task(qe_lm *lm, qe_task *t, const qe_eval_opts *o, qe_task_result *r
             rc = o->on_item(o->ud, t, &res->items[i]);
     } else {
         size_t budget = limit;
+        if (t->output_type == QE_OUT_GENERATE || t->output_type == QE_OUT_EXACT_OUTPUT)
+            rc = gen_ahead(&c, sel, n_sel);
         for (size_t k = 0; k < n_sel && rc == 0; k++) {
             size_t before = res->n_items;
             if (ppl) {
@@ -848,6 +897,7 @@ int qe_eval_task(qe_lm *lm, qe_task *t, const qe_eval_opts *o, qe_task_result *r
         qe_progress_end(&pr);
     if (o && o->chat)
         lm->parse_special = parse_special_before;
+    gen_ahead_free(&c);
     free(sel);
     if (rc == 0)
         aggregate(t, res);

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../infer/infer.h"
 #include "../model/model.h"
@@ -22,6 +23,9 @@ typedef struct lm_impl {
     int n_cache;
     float *logits;        /* scratch: n_ctx * n_vocab */
     int n_vocab;
+    int n_ctx, n_threads; /* as created */
+    int parallel;         /* generate_many: sequences in flight (slots 0..parallel-1;
+                             slot `parallel` holds the shared prefix) */
 } lm_impl;
 
 static int li_tokenize(qe_lm *lm, const char *text, size_t len, int32_t **ids, size_t *n,
@@ -222,6 +226,202 @@ static int li_generate(qe_lm *lm, const int32_t *prompt, size_t n_prompt, int ma
     return 0;
 }
 
+/* Growing text of one generation. */
+typedef struct gen_text {
+    char *s;
+    size_t used, cap;
+} gen_text;
+
+static int text_add(gen_text *g, const char *piece, int k)
+{
+    if (g->used + (size_t)k + 1 > g->cap) {
+        size_t nc = 2 * (g->used + (size_t)k + 1);
+        char *nb = realloc(g->s, nc);
+        if (!nb)
+            return QE_ENOMEM;
+        g->s = nb;
+        g->cap = nc;
+    }
+    memcpy(g->s + g->used, piece, (size_t)k);
+    g->used += (size_t)k;
+    g->s[g->used] = '\0';
+    return 0;
+}
+
+/* One greedy step of generate's loop on logits row: returns 1 when the
+ * sequence stops (end-of-generation, stop string, max_tokens, context),
+ * 0 to feed *tok next, or -1 out of memory. */
+static int gen_step(lm_impl *im, const float *row, gen_text *g, int n_gen, int max_tokens,
+                    const char *const *until, int n_until, int n_past, int n_ctx, int32_t *tok)
+{
+    int32_t best = 0;
+    for (int v = 1; v < im->n_vocab; v++)
+        if (row[v] > row[best])
+            best = v;
+    if (qe_tokenizer_is_eog(im->m->tok, best))
+        return 1;
+    char piece[256];
+    int k = qe_token_to_piece(im->m->tok, best, piece, sizeof piece);
+    if (k > (int)sizeof piece)
+        k = sizeof piece;
+    if (k > 0 && text_add(g, piece, k))
+        return -1;
+    bool stop = false;
+    for (int u = 0; u < n_until; u++) {
+        char *h = until[u][0] ? strstr(g->s, until[u]) : NULL;
+        if (h) {
+            *h = '\0';
+            g->used = (size_t)(h - g->s);
+            stop = true;
+        }
+    }
+    if (stop || n_gen + 1 == max_tokens || n_past >= n_ctx)
+        return 1;
+    *tok = best;
+    return 0;
+}
+
+/*
+ * Continuous batching over the core's sequence slots.  The prompts'
+ * longest common prefix (the few-shot examples) is computed once in the
+ * prefix slot and copied into a sequence's slot when it starts; the rest
+ * of its prompt is one run, then one token per call.  Up to `parallel`
+ * sequences share every call; a slot is refilled as soon as its sequence
+ * stops.  How a sequence's tokens are split into runs depends only on its
+ * own prompt and the prefix, and the core's logits do not depend on the
+ * companions of a run (infer.h), so the texts are the same for any
+ * parallel and thread count.  Every run takes the prefill kernels (one
+ * dequantized weight tile applied to all sequences in flight: about twice
+ * the decode kernels' aggregate speed at 16 sequences).
+ */
+static int li_generate_many(qe_lm *lm, const int32_t *const *prompts, const size_t *n_prompts,
+                            size_t n_req, int max_tokens, const char *const *until, int n_until,
+                            char **texts, qe_err *err)
+{
+    lm_impl *im = lm->impl;
+    qe_infer *inf = im->inf;
+    const int B = im->parallel > 0 ? im->parallel : 1, PS = B, n_ctx = lm->n_ctx;
+    const int n_batch = n_ctx;
+    if (max_tokens < 1)
+        max_tokens = 1;
+    if (max_tokens >= n_ctx)
+        max_tokens = n_ctx - 1;
+    const size_t room = (size_t)(n_ctx - max_tokens);
+    im->n_cache = 0; /* slot 0 is used here: loglik's cache is gone */
+    for (size_t i = 0; i < n_req; i++) {
+        texts[i] = NULL;
+        if (n_prompts[i] == 0)
+            return qe_err_set(err, QE_EINVAL, "generate: empty prompt (request %zu)", i);
+    }
+    if (n_req == 0)
+        return 0;
+    /* prompts keep their end (lm-eval); the shared prefix leaves each >= 1 own token */
+#define PROMPT(i) (prompts[i] + (n_prompts[i] > room ? n_prompts[i] - room : 0))
+#define NPROMPT(i) (n_prompts[i] > room ? room : n_prompts[i])
+    size_t P = NPROMPT(0) - 1;
+    for (size_t i = 1; i < n_req && P > 0; i++) {
+        size_t q = 0;
+        const size_t lim = NPROMPT(i) - 1 < P ? NPROMPT(i) - 1 : P;
+        while (q < lim && PROMPT(i)[q] == PROMPT(0)[q])
+            q++;
+        P = q;
+    }
+    int rc = 0;
+    qe_infer_seq_rewind(inf, PS, 0);
+    for (size_t s = 0; s < P && rc == 0; s += (size_t)n_batch) {
+        const int n = P - s < (size_t)n_batch ? (int)(P - s) : n_batch;
+        qe_seq_run r = {.seq = PS, .tokens = PROMPT(0) + s, .n = n, .logits_from = n,
+                        .prefill_kernels = true};
+        rc = qe_infer_batch(inf, &r, 1, NULL, err);
+    }
+    lm->n_tokens_eval += P;
+    size_t next = 0, n_done = 0;
+    int *req = malloc((size_t)B * sizeof *req), *n_gen = calloc((size_t)B, sizeof *n_gen);
+    int32_t *last = malloc((size_t)B * sizeof *last);
+    gen_text *gt = calloc((size_t)B, sizeof *gt);
+    qe_seq_run *runs = malloc((size_t)B * sizeof *runs);
+    int *run_slot = malloc((size_t)B * sizeof *run_slot);
+    if (!req || !n_gen || !last || !gt || !runs || !run_slot)
+        rc = qe_err_set(err, QE_ENOMEM, "generate: out of memory");
+    for (int s = 0; s < B && rc == 0; s++)
+        req[s] = -1;
+    while (rc == 0 && n_done < n_req) {
+        int n_runs = 0, n_tok = 0;
+        for (int s = 0; s < B; s++) { /* sequences in flight: their next token */
+            if (req[s] < 0 || n_gen[s] == 0)
+                continue;
+            runs[n_runs] = (qe_seq_run){.seq = s, .tokens = &last[s], .n = 1, .logits_from = 0,
+                                        .prefill_kernels = true};
+            run_slot[n_runs++] = s;
+            n_tok++;
+        }
+        for (int s = 0; s < B && next < n_req; s++) { /* refill free slots */
+            if (req[s] >= 0)
+                continue;
+            const size_t i = next;
+            const int rest = (int)(NPROMPT(i) - P);
+            if (n_runs > 0 && n_tok + rest > n_batch)
+                break; /* next call */
+            if ((rc = qe_infer_seq_copy(inf, s, PS, (int)P, err)))
+                break;
+            req[s] = (int)i;
+            n_gen[s] = 0;
+            gt[s].used = 0;
+            if (!gt[s].s && !(gt[s].s = malloc(gt[s].cap = 256))) {
+                rc = qe_err_set(err, QE_ENOMEM, "generate: out of memory");
+                break;
+            }
+            gt[s].s[0] = '\0';
+            runs[n_runs] = (qe_seq_run){.seq = s, .tokens = PROMPT(i) + P, .n = rest,
+                                        .logits_from = rest - 1, .prefill_kernels = true};
+            run_slot[n_runs++] = s;
+            n_tok += rest;
+            lm->n_tokens_reused += P;
+            next++;
+        }
+        if (rc)
+            break;
+        if ((rc = qe_infer_batch(inf, runs, n_runs, im->logits, err)))
+            break;
+        lm->n_tokens_eval += (uint64_t)n_tok;
+        for (int j = 0; j < n_runs; j++) {
+            const int s = run_slot[j];
+            const int st = gen_step(im, im->logits + (size_t)j * im->n_vocab, &gt[s], n_gen[s],
+                                    max_tokens, until, n_until, qe_infer_seq_n_past(inf, s),
+                                    n_ctx, &last[s]);
+            if (st < 0) {
+                rc = qe_err_set(err, QE_ENOMEM, "generate: out of memory");
+                break;
+            }
+            n_gen[s]++;
+            if (st == 1) {
+                texts[req[s]] = gt[s].s;
+                gt[s] = (gen_text){0};
+                req[s] = -1;
+                qe_infer_seq_rewind(inf, s, 0);
+                n_done++;
+                lm->n_requests++;
+            }
+        }
+    }
+#undef PROMPT
+#undef NPROMPT
+    for (int s = 0; gt && s < B; s++)
+        free(gt[s].s);
+    free(req);
+    free(n_gen);
+    free(last);
+    free(gt);
+    free(runs);
+    free(run_slot);
+    if (rc)
+        for (size_t i = 0; i < n_req; i++) {
+            free(texts[i]);
+            texts[i] = NULL;
+        }
+    return rc;
+}
+
 static void li_free(qe_lm *lm)
 {
     lm_impl *im = lm->impl;
@@ -236,6 +436,39 @@ static void li_free(qe_lm *lm)
 
 static const qe_lm_ops li_ops = {li_tokenize, li_detokenize, li_loglik, li_generate, li_free};
 
+int qe_lm_default_parallel(const qe_model *m, int n_ctx)
+{
+    const qe_config *c = &m->cfg;
+    const double per = 2.0 * c->n_layer * (double)n_ctx * c->n_head_kv * c->head_dim * 4.0;
+    const long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    int b = 16;
+    if (pages > 0 && psz > 0 && per > 0)
+        while (b > 1 && (b + 1) * per > 0.25 * (double)pages * (double)psz)
+            b--;
+    return b;
+}
+
+int qe_lm_set_parallel(qe_lm *lm, int parallel, qe_err *err)
+{
+    if (parallel < 1 || parallel > QE_LM_MAX_PARALLEL)
+        return qe_err_set(err, QE_EINVAL, "parallel %d: expected 1 .. %d", parallel,
+                          QE_LM_MAX_PARALLEL);
+    if (!lm || lm->ops != &li_ops)
+        return 0; /* other models generate one at a time */
+    lm_impl *im = lm->impl;
+    if (im->parallel == parallel)
+        return 0;
+    qe_infer_opts io = {.n_ctx = im->n_ctx, .n_threads = im->n_threads, .n_seq = parallel + 1};
+    qe_infer *inf = qe_infer_new(im->m, &io, err);
+    if (!inf)
+        return err ? err->code : QE_ENOMEM;
+    qe_infer_free(im->inf);
+    im->inf = inf;
+    im->n_cache = 0;
+    im->parallel = parallel;
+    return 0;
+}
+
 int qe_lm_infer_init(qe_lm *lm, const qe_model *m, int n_ctx, int n_threads, qe_err *err)
 {
     memset(lm, 0, sizeof *lm);
@@ -247,13 +480,16 @@ int qe_lm_infer_init(qe_lm *lm, const qe_model *m, int n_ctx, int n_threads, qe_
     if (!im)
         return qe_err_set(err, QE_ENOMEM, "lm: out of memory");
     im->m = m;
-    qe_infer_opts io = {.n_ctx = n_ctx, .n_threads = n_threads, .n_batch = 0};
+    qe_infer_opts io = {.n_ctx = n_ctx, .n_threads = n_threads, .n_batch = 0, .n_seq = 2};
     im->inf = qe_infer_new(m, &io, err);
     if (!im->inf) {
         free(im);
         return err ? err->code : QE_EINVAL;
     }
     im->n_vocab = qe_infer_n_vocab(im->inf);
+    im->n_ctx = n_ctx;
+    im->n_threads = n_threads;
+    im->parallel = 1;
     im->cache = malloc((size_t)n_ctx * sizeof *im->cache);
     im->logits = malloc((size_t)n_ctx * (size_t)im->n_vocab * sizeof *im->logits);
     if (!im->cache || !im->logits) {
@@ -264,6 +500,7 @@ int qe_lm_infer_init(qe_lm *lm, const qe_model *m, int n_ctx, int n_threads, qe_
     }
     lm->ops = &li_ops;
     lm->impl = im;
+    lm->generate_many = li_generate_many;
     lm->bos = qe_tokenizer_bos(m->tok);
     lm->add_bos = qe_tokenizer_add_bos(m->tok) && lm->bos >= 0;
     lm->n_ctx = n_ctx;

@@ -42,6 +42,13 @@ typedef struct qe_lm_ops {
     void (*free)(qe_lm *lm);
 } qe_lm_ops;
 
+/* Generate for n_req prompts at once, texts[i] as generate would write
+ * them for prompts[i] (see qe_lm.generate_many). */
+typedef int (*qe_lm_generate_many_fn)(qe_lm *lm, const int32_t *const *prompts,
+                                      const size_t *n_prompts, size_t n_req, int max_tokens,
+                                      const char *const *until, int n_until, char **texts,
+                                      qe_err *err);
+
 struct qe_lm {
     const qe_lm_ops *ops;
     void *impl;             /* owned by the implementation */
@@ -52,12 +59,26 @@ struct qe_lm {
     char name[128];
     /* counters (for logs): requests and tokens evaluated */
     uint64_t n_requests, n_tokens_eval, n_tokens_reused;
+    /* Optional (NULL: ops->generate per request).  The real model's does
+     * continuous batching with the shared prompt prefix computed once (see
+     * lm.c); its answers do not depend on how many run at a time. */
+    qe_lm_generate_many_fn generate_many;
 };
 
 /* The real model: qe_infer over m (borrowed; must outlive lm).  n_ctx
  * defaults to min(512, model's trained context); threads 0 = default. */
 int qe_lm_infer_init(qe_lm *lm, const struct qe_model *m, int n_ctx, int n_threads, qe_err *err);
 void qe_lm_free(qe_lm *lm);
+
+/* Sequences generate_many keeps in flight (the real model; default 1
+ * until set).  Recreates the core with B+1 KV slots (one for the shared
+ * prefix); errors (QE_ENOMEM with the memory needed) leave lm as it was. */
+int qe_lm_set_parallel(qe_lm *lm, int parallel, qe_err *err);
+/* A default for --parallel: 16, fewer when their KV caches would take more
+ * than a quarter of the machine's memory (at least 1). */
+int qe_lm_default_parallel(const struct qe_model *m, int n_ctx);
+/* Upper bound accepted for --parallel. */
+#define QE_LM_MAX_PARALLEL 256
 
 /* Tokenize a context (BOS first when lm->add_bos). */
 int qe_lm_encode_context(qe_lm *lm, const char *ctx, int32_t **ids, size_t *n, qe_err *err);

@@ -43,6 +43,13 @@
  * count; decode logits differ from prefill logits in the last bits only
  * (lane-split vs sequential sums; test_infer bounds it at 1e-5 of range).
  *
+ * Several sequences (qe_infer_batch): the KV cache holds n_seq slots of
+ * n_ctx positions; one forward runs the tokens of several runs (segments,
+ * one per slot) together: per-token ops and the weight products see one
+ * batch, attention works per segment on its own slot.  Segments taking the
+ * prefill kernels come first (fwd_batch.t_gemm), so a token's kernel, hence
+ * its bits, depends on its own run only.
+ *
  * Numerics follow llama.cpp where it matters for matching its perplexity:
  * RMSNorm sum of squares in double, RoPE angles by repeated multiplication
  * of theta by base^(-2/n_rot) in float (ggml_rope_cache_init), softmax with
@@ -66,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../quant/dot_llamacpp.h"
 #include "../../quant/quant.h"
@@ -117,6 +125,19 @@ typedef struct qe_thread_scratch {
     float *row;    /* (n_in_max) one dequantized weight row (decode) */
 } qe_thread_scratch;
 
+/*
+ * One forward call: T tokens from n_seg sequences (segments), each a run of
+ * consecutive positions of one KV slot.  Segments of more than
+ * QE_DECODE_MAX_T tokens come first and take the prefill kernels (tokens
+ * 0 .. t_gemm-1), the others the decode kernels: the kernel a token gets
+ * depends on its own sequence's run length only, never on its companions.
+ */
+typedef struct fwd_batch {
+    int T, t_gemm, n_seg;
+    int *pos, *seq;  /* (n_batch) per token */
+    int *seg_t0, *seg_n, *seg_seq, *seg_pos0, *seg_item0; /* (n_seq + 1) */
+} fwd_batch;
+
 struct qe_infer {
     const qe_model *m;
     qe_config cfg;
@@ -153,9 +174,16 @@ struct qe_infer {
     float *xe, *ye;  /* (n_batch, n_embd) one expert's gathered inputs / outputs */
     float *yslot;    /* (n_batch * n_expert_used, n_embd) expert outputs per (token, slot) */
 
-    float *k_cache; /* (n_layer, n_head_kv, head_dim, n_ctx): K transposed */
-    float *v_cache; /* (n_layer, n_ctx, n_head_kv*head_dim) */
-    int n_past;
+    /* KV cache: n_seq slots of n_ctx positions each; slot s owns the
+     * positions s*n_ctx .. s*n_ctx+n_ctx-1 of kv_cap = n_seq*n_ctx */
+    float *k_cache; /* (n_layer, n_head_kv, head_dim, kv_cap): K transposed */
+    float *v_cache; /* (n_layer, kv_cap, n_head_kv*head_dim) */
+    int n_seq, kv_cap;
+    int *seq_past;  /* (n_seq) cached positions per slot; slot 0 = qe_infer_eval's */
+    fwd_batch fb;   /* the batch forward() runs */
+    int32_t *b_tok; /* (n_batch) tokens of a qe_infer_batch call, in forward order */
+    float *b_rows;  /* (n_dec_rows, n_vocab) logits of decode rows, lazily */
+    int b_rows_cap;
 
     /* activations for up to n_batch tokens */
     float *x, *xb, *xb2; /* (n_batch, n_embd) */
@@ -677,10 +705,42 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
     if (c->ffn_act == QE_ACT_GELU)
         pthread_once(&gelu_once, gelu_table_init);
 
-    const size_t kv_n = (size_t)L * inf->n_ctx * inf->kv_dim;
+    inf->n_seq = opts && opts->n_seq > 0 ? opts->n_seq : 1;
+    const uint64_t kv_need = 2ull * L * inf->n_seq * inf->n_ctx * inf->kv_dim * sizeof(float);
+    const long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    const uint64_t phys = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+    if ((uint64_t)inf->n_seq * inf->n_ctx > INT32_MAX || (phys && kv_need > phys)) {
+        rc = qe_err_set(err, QE_ENOMEM, "the KV cache for %d sequences x %d positions needs "
+                        "%.1f MiB, more than this machine's %.1f MiB of memory (use fewer "
+                        "parallel sequences or a shorter context)", inf->n_seq, inf->n_ctx,
+                        kv_need / 1048576.0, phys / 1048576.0);
+        goto fail;
+    }
+    inf->kv_cap = inf->n_seq * inf->n_ctx;
+    const size_t kv_n = (size_t)L * inf->kv_cap * inf->kv_dim;
     inf->k_cache = xcalloc(inf, kv_n, sizeof(float));
     inf->v_cache = xcalloc(inf, kv_n, sizeof(float));
+    if (!inf->k_cache || !inf->v_cache) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory for the KV cache: %d sequences x %d "
+                        "positions need %.1f MiB", inf->n_seq, inf->n_ctx, kv_need / 1048576.0);
+        goto fail;
+    }
     const size_t B = (size_t)inf->n_batch;
+    const size_t NS = (size_t)inf->n_seq + 1;
+    inf->seq_past = xcalloc(inf, NS, sizeof(int));
+    inf->b_tok = xcalloc(inf, B, sizeof(int32_t));
+    inf->fb.pos = xcalloc(inf, B, sizeof(int));
+    inf->fb.seq = xcalloc(inf, B, sizeof(int));
+    inf->fb.seg_t0 = xcalloc(inf, NS, sizeof(int));
+    inf->fb.seg_n = xcalloc(inf, NS, sizeof(int));
+    inf->fb.seg_seq = xcalloc(inf, NS, sizeof(int));
+    inf->fb.seg_pos0 = xcalloc(inf, NS, sizeof(int));
+    inf->fb.seg_item0 = xcalloc(inf, NS + 1, sizeof(int));
+    if (!inf->seq_past || !inf->b_tok || !inf->fb.pos || !inf->fb.seq || !inf->fb.seg_t0 ||
+        !inf->fb.seg_n || !inf->fb.seg_seq || !inf->fb.seg_pos0 || !inf->fb.seg_item0) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory (batch tables)");
+        goto fail;
+    }
     inf->x = xcalloc(inf, B * E, sizeof(float));
     inf->xb = xcalloc(inf, B * E, sizeof(float));
     inf->xb2 = xcalloc(inf, B * E, sizeof(float));
@@ -776,6 +836,16 @@ void qe_infer_free(qe_infer *inf)
     free(inf->yslot);
     free(inf->k_cache);
     free(inf->v_cache);
+    free(inf->seq_past);
+    free(inf->b_tok);
+    free(inf->b_rows);
+    free(inf->fb.pos);
+    free(inf->fb.seq);
+    free(inf->fb.seg_t0);
+    free(inf->fb.seg_n);
+    free(inf->fb.seg_seq);
+    free(inf->fb.seg_pos0);
+    free(inf->fb.seg_item0);
     free(inf->x);
     free(inf->xb);
     free(inf->xb2);
@@ -799,15 +869,12 @@ void qe_infer_free(qe_infer *inf)
 
 int qe_infer_n_past(const qe_infer *inf)
 {
-    return inf->n_past;
+    return inf->seq_past[0];
 }
 
 void qe_infer_rewind(qe_infer *inf, int n_past)
 {
-    if (n_past < 0)
-        n_past = 0;
-    if (n_past < inf->n_past)
-        inf->n_past = n_past;
+    qe_infer_seq_rewind(inf, 0, n_past);
 }
 
 int qe_infer_n_vocab(const qe_infer *inf)
@@ -887,9 +954,9 @@ static void round_f16(int isa, float *v, int n)
  * Decode (T <= QE_DECODE_MAX_T) uses DECODE_ROWS-row items: no tile is
  * materialised there, so small items only improve the balance. */
 #define DECODE_ROWS 32
-static int tile_rows(const qe_infer *inf, const qe_wt *w, int T)
+static int tile_rows(const qe_infer *inf, const qe_wt *w, int t_gemm)
 {
-    if (T <= QE_DECODE_MAX_T)
+    if (t_gemm == 0)
         return DECODE_ROWS;
     int r = (int)(inf->tile_cap / (size_t)w->n_in);
     if (r > 256)
@@ -911,13 +978,13 @@ static int tile_rows(const qe_infer *inf, const qe_wt *w, int T)
  * row at a time into an L1-sized buffer, lane-split dot (qe_dot_f32), so
  * the weights stream from memory once and nothing tile-sized is written.
  */
-static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int T, bool decode,
+static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int T, int t_gemm,
                     float *y, int ldy, int r0, int rows, int tid)
 {
     qe_thread_scratch *s = &inf->scratch[tid];
     const int n_in = w->n_in, isa = inf->isa;
     const uint8_t *src = w->data + (size_t)r0 * w->row_nbytes;
-    if (decode) {
+    if (t_gemm == 0) {
         for (int r = 0; r < rows; r++) {
             w->tr->to_float(src + (size_t)r * w->row_nbytes, s->row, n_in);
             const float b = w->bias ? w->bias[r0 + r] : 0.0f;
@@ -928,7 +995,12 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int 
     }
     w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
     qe_transpose_f32(isa, rows, n_in, s->tile, n_in, s->pack, rows); /* pack[k][r] */
-    qe_gemm_f32(isa, T, rows, n_in, x, ldx, s->pack, rows, y + r0, ldy, false);
+    qe_gemm_f32(isa, t_gemm, rows, n_in, x, ldx, s->pack, rows, y + r0, ldy, false);
+    /* decode rows of a mixed batch: the decode kernel on the same dequantized rows */
+    for (int t = t_gemm; t < T; t++)
+        for (int r = 0; r < rows; r++)
+            y[(size_t)t * ldy + r0 + r] =
+                qe_dot_f32(isa, n_in, x + (size_t)t * ldx, s->tile + (size_t)r * n_in);
     if (w->bias)
         for (int t = 0; t < T; t++)
             for (int r = 0; r < rows; r++)
@@ -948,9 +1020,9 @@ typedef struct mm_job {
     const float *x; /* (T, ldx) */
     int ldx, T;
     const char *name[3]; /* weight names, for errors */
-    int t_path;    /* batch size that picks the decode or prefill kernels (0: T); the
-                      experts' sub-batches use the whole batch's, so a token's bits never
-                      depend on how many others chose its expert */
+    int t_gemm;    /* rows 0..t_gemm-1 take the prefill kernels, the others the decode
+                      kernels (gemm_rows(T) for one sequence; a batch's segments decide:
+                      fwd_batch), so a token's bits never depend on its companions */
     bool swiglu;   /* w[0] gate, w[1] up, tiles paired: y0 = act(y0) * y1 (gated FFN) */
     int act;       /* enum qe_ffn_act of the gated FFN */
     float *resid;  /* if set: resid[t*ldr + o] += y[0][t*ldy + o] (residual) */
@@ -1006,10 +1078,10 @@ static void mm_item(void *ctx, int item, int tid)
     const qe_wt *w = J->w[j];
     const int r0 = item * J->R[j];
     const int rows = w->n_out - r0 < J->R[j] ? w->n_out - r0 : J->R[j];
-    const bool decode = (J->t_path ? J->t_path : J->T) <= QE_DECODE_MAX_T;
-    mm_tile(J->inf, w, J->x, J->ldx, J->T, decode, J->y[j], J->ldy[j], r0, rows, tid);
+    mm_tile(J->inf, w, J->x, J->ldx, J->T, J->t_gemm, J->y[j], J->ldy[j], r0, rows, tid);
     if (J->swiglu)
-        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->T, decode, J->y[1], J->ldy[1], r0, rows, tid);
+        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->T, J->t_gemm, J->y[1], J->ldy[1], r0, rows,
+                tid);
     if (j == 0)
         mm_epilogue(J, r0, rows);
 }
@@ -1032,7 +1104,7 @@ static int mm_run_llamacpp(mm_job *J, qe_err *err)
         if (w->t->type == QE_TYPE_F32) {
             mm_job J1 = {.inf = inf, .n_w = 1, .w = {w}, .y = {J->y[j]}, .ldy = {J->ldy[j]},
                          .R = {J->R[j]}, .n_tiles = {J->n_tiles[j]}, .x = J->x, .ldx = J->ldx,
-                         .T = J->T, .t_path = J->t_path};
+                         .T = J->T, .t_gemm = J->t_gemm};
             run_job(inf, (double)J->T * w->n_out * w->n_in, J1.n_tiles[0], mm_item, &J1);
             continue;
         }
@@ -1069,7 +1141,7 @@ static void mm_add(mm_job *J, const qe_wt *w, const char *name, float *y, int ld
     J->name[j] = name;
     J->y[j] = y;
     J->ldy[j] = ldy;
-    J->R[j] = tile_rows(inf, w, J->t_path ? J->t_path : J->T);
+    J->R[j] = tile_rows(inf, w, J->t_gemm);
     J->n_tiles[j] = (w->n_out + J->R[j] - 1) / J->R[j];
 }
 
@@ -1089,11 +1161,18 @@ static int mm_run(mm_job *J, qe_err *err)
     return 0;
 }
 
-/* y = x . W^T (+ bias) for T rows of x; optionally resid += y. */
-static int matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
-                  int T, float *y, int ldy, float *resid, int ldr, qe_err *err)
+/* Rows taking the prefill kernels when T rows of one sequence run together. */
+static int gemm_rows(int T)
 {
-    mm_job J = {.inf = inf, .x = x, .ldx = ldx, .T = T, .resid = resid, .ldr = ldr};
+    return T > QE_DECODE_MAX_T ? T : 0;
+}
+
+/* y = x . W^T (+ bias) for T rows of x (t_gemm: see mm_job); optionally resid += y. */
+static int matmul(qe_infer *inf, const qe_wt *w, const char *name, const float *x, int ldx,
+                  int T, int t_gemm, float *y, int ldy, float *resid, int ldr, qe_err *err)
+{
+    mm_job J = {.inf = inf, .x = x, .ldx = ldx, .T = T, .t_gemm = t_gemm, .resid = resid,
+                .ldr = ldr};
     mm_add(&J, w, name, y, ldy);
     return mm_run(&J, err);
 }
@@ -1158,10 +1237,11 @@ static void rope_kv_item(void *ctx, int t, int tid)
     tok_job *J = ctx;
     qe_infer *inf = J->inf;
     const qe_config *c = &inf->cfg;
-    const int qd = inf->q_dim, kvd = inf->kv_dim, n_ctx = inf->n_ctx, hd = c->head_dim;
-    const int p = J->pos0 + t;
-    float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * n_ctx;
-    float *v_l = inf->v_cache + (size_t)J->l * n_ctx * kvd;
+    const int qd = inf->q_dim, kvd = inf->kv_dim, cap = inf->kv_cap, hd = c->head_dim;
+    const int p = inf->fb.pos[t];
+    const size_t col = (size_t)inf->fb.seq[t] * inf->n_ctx + (size_t)p; /* its slot's column */
+    float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * cap;
+    float *v_l = inf->v_cache + (size_t)J->l * cap * kvd;
     float *q = inf->q + (size_t)t * qd, *k = inf->k + (size_t)t * kvd, *v = inf->v + (size_t)t * kvd;
     const qe_layer_w *lw = &inf->layers[J->l];
     if (lw->q_norm) /* per-head RMS norms (qwen3, gemma3) */
@@ -1181,38 +1261,49 @@ static void rope_kv_item(void *ctx, int t, int tid)
         round_f16(inf->isa, v, kvd);
     }
     for (int d = 0; d < kvd; d++) /* d = g*hd + i -> kt[g][i][p] */
-        kt_l[(size_t)d * n_ctx + p] = k[d];
-    memcpy(v_l + (size_t)p * kvd, v, (size_t)kvd * sizeof(float));
+        kt_l[(size_t)d * cap + col] = k[d];
+    memcpy(v_l + col * kvd, v, (size_t)kvd * sizeof(float));
 }
 
 /* ---------------------------------------------------------- attention -- */
 
 typedef struct att_job {
     qe_infer *inf;
-    int l, T, pos0, n_blk;
+    int l;
 } att_job;
 
-/* One (head, block of ATT_BLOCK query tokens): scores = q.K^T (gemm
- * against the transposed cache), causal softmax, then P.V (gemm). */
+/* One (segment, head, block of ATT_BLOCK query tokens): scores = q.K^T
+ * (gemm against the segment's slot of the transposed cache), causal
+ * softmax, then P.V (gemm).  A query's bits depend on its own position and
+ * keys only. */
 static void att_item(void *ctx, int item, int tid)
 {
     att_job *J = ctx;
     qe_infer *inf = J->inf;
+    const fwd_batch *fb = &inf->fb;
+    int sg = 0;
+    while (item >= fb->seg_item0[sg + 1])
+        sg++;
+    item -= fb->seg_item0[sg];
     const qe_config *c = &inf->cfg;
     const int hd = c->head_dim, n_ctx = inf->n_ctx, kvd = inf->kv_dim, qd = inf->q_dim;
-    const int gqa = c->n_head / c->n_head_kv, T = J->T, pos0 = J->pos0, isa = inf->isa;
+    const int kcap = inf->kv_cap;
+    const int gqa = c->n_head / c->n_head_kv, T = fb->seg_n[sg], pos0 = fb->seg_pos0[sg];
+    const int isa = inf->isa, n_blk = (T + ATT_BLOCK - 1) / ATT_BLOCK;
     const float scale = c->q_prescale ? 1.0f : c->attn_scale;
     const float cap = c->attn_softcap, inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
     const int win = inf->layers[J->l].swa ? c->n_swa : 0;
-    const float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * n_ctx;
-    const float *v_l = inf->v_cache + (size_t)J->l * n_ctx * kvd;
+    const size_t slot = (size_t)fb->seg_seq[sg] * n_ctx;
+    const float *kt_l = inf->k_cache + (size_t)J->l * c->n_head_kv * hd * kcap + slot;
+    const float *v_l = inf->v_cache + ((size_t)J->l * kcap + slot) * kvd;
     float *S = inf->scratch[tid].scores;
-    const int h = item / J->n_blk, b = item % J->n_blk, g = h / gqa;
+    const int h = item / n_blk, b = item % n_blk, g = h / gqa;
     const int t0 = b * ATT_BLOCK;
     const int mr = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
     const int N = pos0 + t0 + mr; /* keys 0..N-1 cover every query of the block */
-    qe_gemm_f32(isa, mr, N, hd, inf->q + (size_t)t0 * qd + (size_t)h * hd, qd,
-                kt_l + (size_t)g * hd * n_ctx, n_ctx, S, n_ctx, false);
+    const size_t tq = (size_t)fb->seg_t0[sg] + t0; /* batch row of the block's first query */
+    qe_gemm_f32(isa, mr, N, hd, inf->q + tq * qd + (size_t)h * hd, qd,
+                kt_l + (size_t)g * hd * kcap, kcap, S, n_ctx, false);
     for (int i = 0; i < mr; i++) {
         float *row = S + (size_t)i * n_ctx;
         const int p = pos0 + t0 + i; /* causal: keys 0..p */
@@ -1244,17 +1335,19 @@ static void att_item(void *ctx, int item, int tid)
             round_f16(isa, row + lo, p + 1 - lo);
     }
     qe_gemm_f32(isa, mr, hd, N, S, n_ctx, v_l + (size_t)g * hd, kvd,
-                inf->att + (size_t)t0 * qd + (size_t)h * hd, qd, false);
+                inf->att + tq * qd + (size_t)h * hd, qd, false);
 }
 
-/* att[t] for t < T (positions pos0+t), reading the cache of layer l. */
-static void attention(qe_infer *inf, int l, int T, int pos0)
+/* att of every token of the batch, reading the cache of layer l. */
+static void attention(qe_infer *inf, int l)
 {
     const qe_config *c = &inf->cfg;
-    att_job J = {.inf = inf, .l = l, .T = T, .pos0 = pos0,
-                 .n_blk = (T + ATT_BLOCK - 1) / ATT_BLOCK};
-    run_job(inf, 2.0 * c->n_head * T * (pos0 + T) * c->head_dim, c->n_head * J.n_blk, att_item,
-            &J);
+    const fwd_batch *fb = &inf->fb;
+    double work = 0;
+    for (int sg = 0; sg < fb->n_seg; sg++)
+        work += 2.0 * c->n_head * fb->seg_n[sg] * (fb->seg_pos0[sg] + fb->seg_n[sg]) * c->head_dim;
+    att_job J = {.inf = inf, .l = l};
+    run_job(inf, work, fb->seg_item0[fb->n_seg], att_item, &J);
 }
 
 /* ------------------------------------------------------------ forward -- */
@@ -1268,17 +1361,17 @@ static const char *wname(qe_infer *inf, int l, int j, const char *suffix)
 }
 
 /* Gated feed-forward on T rows of x (ldx E): out = down(act(x.Wg^T) * x.Wu^T),
- * out added to resid when given.  t_path: see mm_job. */
+ * out added to resid when given.  t_gemm: see mm_job. */
 static int gated_ffn(qe_infer *inf, const qe_wt *gate, const qe_wt *up, const qe_wt *down,
                      const char *ng, const char *nu, const char *nd, const float *x, int T,
-                     int t_path, float *out, float *resid, int expert, qe_err *err)
+                     int t_gemm, float *out, float *resid, int expert, qe_err *err)
 {
     const int E = inf->cfg.n_embd, F = gate->n_out;
     if (expert >= 0 && inf->hook_id) {
         inf->hook_id(inf->hook_ud, ng, expert, inf->cfg.n_expert, x, T, E);
         inf->hook_id(inf->hook_ud, nu, expert, inf->cfg.n_expert, x, T, E);
     }
-    mm_job FF = {.inf = inf, .x = x, .ldx = E, .T = T, .t_path = t_path, .swiglu = true,
+    mm_job FF = {.inf = inf, .x = x, .ldx = E, .T = T, .t_gemm = t_gemm, .swiglu = true,
                  .act = inf->cfg.ffn_act};
     mm_add(&FF, gate, ng, inf->hb, F);
     mm_add(&FF, up, nu, inf->hb2, F);
@@ -1287,7 +1380,7 @@ static int gated_ffn(qe_infer *inf, const qe_wt *gate, const qe_wt *up, const qe
         return rc;
     if (expert >= 0 && inf->hook_id)
         inf->hook_id(inf->hook_ud, nd, expert, inf->cfg.n_expert, inf->hb, T, F);
-    mm_job D = {.inf = inf, .x = inf->hb, .ldx = F, .T = T, .t_path = t_path, .resid = resid,
+    mm_job D = {.inf = inf, .x = inf->hb, .ldx = F, .T = T, .t_gemm = t_gemm, .resid = resid,
                 .ldr = E};
     mm_add(&D, down, nd, out, E);
     return mm_run(&D, err);
@@ -1386,8 +1479,9 @@ static int moe_ffn(qe_infer *inf, int l, int T, qe_err *err)
     const qe_layer_w *lw = &inf->layers[l];
     const int E = c->n_embd, X = c->n_expert, K = c->n_expert_used;
     int rc;
+    const int t_gemm = inf->fb.t_gemm;
     if ((rc = matmul(inf, &lw->router, wname(inf, l, WN_ROUTER, "ffn_gate_inp"), inf->xb, E, T,
-                     inf->rlog, X, NULL, 0, err)))
+                     t_gemm, inf->rlog, X, NULL, 0, err)))
         return rc;
     tok_job RJ = {.inf = inf, .l = l};
     run_job(inf, 4.0 * T * X * K, T, route_item, &RJ);
@@ -1406,14 +1500,17 @@ static int moe_ffn(qe_infer *inf, int l, int T, qe_err *err)
         if (n == 0)
             continue;
         const int *ids = inf->ex_tok + start[e];
+        int n_gemm = 0; /* ids are in token order: the batch's prefill tokens first */
+        while (n_gemm < n && ids[n_gemm] / K < t_gemm)
+            n_gemm++;
         for (int r = 0; r < n; r++)
             memcpy(inf->xe + (size_t)r * E, inf->xb + (size_t)(ids[r] / K) * E,
                    (size_t)E * sizeof(float));
         const qe_wt *ew = lw->exps + 3 * e;
         if ((rc = gated_ffn(inf, &ew[0], &ew[1], &ew[2], wname(inf, l, WN_GATE_EXPS, "ffn_gate_exps"),
                             wname(inf, l, WN_UP_EXPS, "ffn_up_exps"),
-                            wname(inf, l, WN_DOWN_EXPS, "ffn_down_exps"), inf->xe, n, T, inf->ye,
-                            NULL, e, err)))
+                            wname(inf, l, WN_DOWN_EXPS, "ffn_down_exps"), inf->xe, n, n_gemm,
+                            inf->ye, NULL, e, err)))
             return rc;
         for (int r = 0; r < n; r++)
             memcpy(inf->yslot + (size_t)ids[r] * E, inf->ye + (size_t)r * E,
@@ -1423,8 +1520,8 @@ static int moe_ffn(qe_infer *inf, int l, int T, qe_err *err)
         (rc = gated_ffn(inf, &lw->sh_gate, &lw->sh_up, &lw->sh_down,
                         wname(inf, l, WN_SH_GATE, "ffn_gate_shexp"),
                         wname(inf, l, WN_SH_UP, "ffn_up_shexp"),
-                        wname(inf, l, WN_SH_DOWN, "ffn_down_shexp"), inf->xb, T, T, inf->ye, NULL,
-                        -1, err)))
+                        wname(inf, l, WN_SH_DOWN, "ffn_down_shexp"), inf->xb, T, t_gemm, inf->ye,
+                        NULL, -1, err)))
         return rc;
     if (lw->sh_gate_inp && inf->hook) /* its 1-row matmul, as llama-imatrix sees it */
         inf->hook(inf->hook_ud, wname(inf, l, WN_SH_GATE_INP, "ffn_gate_inp_shexp"), inf->xb, T,
@@ -1443,8 +1540,28 @@ static void post_norm_add(qe_infer *inf, const float *w, int T)
         inf->x[i] += inf->xb2[i];
 }
 
-/* T tokens at positions n_past..; logits for rows >= logits_from into
- * logits (row-major) unless logits is NULL.  One block implementation for
+/* inf->fb for one run of T tokens of sequence slot seq. */
+static void batch_one(qe_infer *inf, int seq, int T)
+{
+    fwd_batch *fb = &inf->fb;
+    fb->T = T;
+    fb->t_gemm = gemm_rows(T);
+    fb->n_seg = 1;
+    fb->seg_t0[0] = 0;
+    fb->seg_n[0] = T;
+    fb->seg_seq[0] = seq;
+    fb->seg_pos0[0] = inf->seq_past[seq];
+    fb->seg_item0[0] = 0;
+    fb->seg_item0[1] = inf->cfg.n_head * ((T + ATT_BLOCK - 1) / ATT_BLOCK);
+    for (int t = 0; t < T; t++) {
+        fb->pos[t] = fb->seg_pos0[0] + t;
+        fb->seq[t] = seq;
+    }
+}
+
+/* The T tokens of inf->fb through every layer; advances each segment's
+ * slot.  Logits for rows >= logits_from into logits (row-major) unless
+ * logits is NULL (logits_from = T: none).  One block implementation for
  * every architecture: the optional steps are switched by qe_config's
  * feature fields. */
 static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from, float *logits,
@@ -1453,7 +1570,7 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
     inf->defer_n = 0;
     const qe_config *c = &inf->cfg;
     const int E = c->n_embd;
-    const int qd = inf->q_dim, kvd = inf->kv_dim, pos0 = inf->n_past;
+    const int qd = inf->q_dim, kvd = inf->kv_dim, t_gemm = inf->fb.t_gemm;
     int rc = 0;
 
     for (int t = 0; t < T; t++)
@@ -1467,18 +1584,18 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
         const qe_layer_w *lw = &inf->layers[l];
         /* attention */
         rmsnorm_rows(inf, inf->xb, inf->x, lw->attn_norm, T);
-        mm_job QKV = {.inf = inf, .x = inf->xb, .ldx = E, .T = T};
+        mm_job QKV = {.inf = inf, .x = inf->xb, .ldx = E, .T = T, .t_gemm = t_gemm};
         mm_add(&QKV, &lw->q, c->fused_qkv ? wname(inf, l, WN_QKV, "attn_qkv")
                                           : wname(inf, l, WN_Q, "attn_q"), inf->q, qd);
         mm_add(&QKV, &lw->k, wname(inf, l, WN_K, "attn_k"), inf->k, kvd);
         mm_add(&QKV, &lw->v, wname(inf, l, WN_V, "attn_v"), inf->v, kvd);
         if ((rc = mm_run(&QKV, err)))
             return rc;
-        tok_job RJ = {.inf = inf, .l = l, .pos0 = pos0};
+        tok_job RJ = {.inf = inf, .l = l};
         run_job(inf, 8.0 * T * (qd + kvd), T, rope_kv_item, &RJ);
-        attention(inf, l, T, pos0);
+        attention(inf, l);
         if ((rc = matmul(inf, &lw->o, wname(inf, l, WN_O, "attn_output"), inf->att, qd, T,
-                         inf->xb2, E, lw->post_attn_norm ? NULL : inf->x, E, err)))
+                         t_gemm, inf->xb2, E, lw->post_attn_norm ? NULL : inf->x, E, err)))
             return rc;
         if (lw->post_attn_norm)
             post_norm_add(inf, lw->post_attn_norm, T);
@@ -1496,14 +1613,15 @@ static int forward(qe_infer *inf, const int32_t *tokens, int T, int logits_from,
                                               : wname(inf, l, WN_GATE, "ffn_gate");
             if ((rc = gated_ffn(inf, &lw->gate, &lw->up, &lw->down, ng,
                                 wname(inf, l, WN_UP, "ffn_up"),
-                                wname(inf, l, WN_DOWN, "ffn_down"), inf->xb, T, 0, inf->xb2,
+                                wname(inf, l, WN_DOWN, "ffn_down"), inf->xb, T, t_gemm, inf->xb2,
                                 lw->post_ffn_norm ? NULL : inf->x, -1, err)))
                 return rc;
         }
         if (lw->post_ffn_norm)
             post_norm_add(inf, lw->post_ffn_norm, T);
     }
-    inf->n_past += T;
+    for (int sg = 0; sg < inf->fb.n_seg; sg++)
+        inf->seq_past[inf->fb.seg_seq[sg]] += inf->fb.seg_n[sg];
 
     if ((logits || defer) && logits_from < T) {
         /* the final-normed rows stay in xb; qe_infer_logits applies the
@@ -1528,9 +1646,9 @@ static int check_eval(const qe_infer *inf, const int32_t *tokens, int n, const c
 {
     if (n < 0 || (n > 0 && !tokens))
         return qe_err_set(err, QE_EINVAL, "%s: bad token array (n=%d)", fn, n);
-    if (n > inf->n_ctx - inf->n_past)
+    if (n > inf->n_ctx - inf->seq_past[0])
         return qe_err_set(err, QE_EBOUNDS, "%s: %d tokens after %d cached positions exceed the "
-                          "context of %d", fn, n, inf->n_past, inf->n_ctx);
+                          "context of %d", fn, n, inf->seq_past[0], inf->n_ctx);
     return 0;
 }
 
@@ -1543,6 +1661,7 @@ int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_
     if (n < 1 || n > inf->n_batch)
         return qe_err_set(err, QE_EINVAL, "qe_infer_eval_defer: %d tokens (1 .. n_batch %d)", n,
                           inf->n_batch);
+    batch_one(inf, 0, n);
     return forward(inf, tokens, n, logits_from < 0 ? 0 : logits_from, NULL, true, err);
 }
 
@@ -1553,7 +1672,8 @@ int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *er
                           r0 + n_rows - 1, inf->defer_n);
     const int E = inf->cfg.n_embd, V = inf->cfg.n_vocab;
     const float *xo = inf->xb + (size_t)(inf->defer_from + r0) * E;
-    int rc = matmul(inf, &inf->output, "output.weight", xo, E, n_rows, logits, V, NULL, 0, err);
+    int rc = matmul(inf, &inf->output, "output.weight", xo, E, n_rows, gemm_rows(n_rows), logits,
+                    V, NULL, 0, err);
     const float cap = inf->cfg.final_softcap;
     if (rc == 0 && cap > 0.0f) { /* gemma2: cap*tanh(l/cap), as ggml scale/tanh/scale */
         const float inv = 1.0f / cap;
@@ -1579,9 +1699,198 @@ int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, 
         float *out = NULL;
         if (logits && from < T)
             out = logits + (size_t)(s + from - logits_from) * inf->cfg.n_vocab;
+        batch_one(inf, 0, T);
         rc = forward(inf, tokens + s, T, from, out, false, err);
         if (rc)
             return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------- multi-sequence API -- */
+
+int qe_infer_n_seq(const qe_infer *inf)
+{
+    return inf->n_seq;
+}
+
+int qe_infer_seq_n_past(const qe_infer *inf, int seq)
+{
+    return seq >= 0 && seq < inf->n_seq ? inf->seq_past[seq] : -1;
+}
+
+void qe_infer_seq_rewind(qe_infer *inf, int seq, int n_past)
+{
+    if (seq < 0 || seq >= inf->n_seq)
+        return;
+    if (n_past < 0)
+        n_past = 0;
+    if (n_past < inf->seq_past[seq])
+        inf->seq_past[seq] = n_past;
+}
+
+int qe_infer_seq_copy(qe_infer *inf, int dst, int src, int n, qe_err *err)
+{
+    if (dst < 0 || dst >= inf->n_seq || src < 0 || src >= inf->n_seq)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_seq_copy: sequence %d -> %d: expected "
+                          "slots in [0, %d)", src, dst, inf->n_seq);
+    if (n < 0 || n > inf->seq_past[src])
+        return qe_err_set(err, QE_EINVAL, "qe_infer_seq_copy: prefix of %d positions, sequence "
+                          "%d has %d", n, src, inf->seq_past[src]);
+    if (dst != src && n > 0) {
+        const size_t cap = (size_t)inf->kv_cap, kvd = (size_t)inf->kv_dim;
+        const size_t so = (size_t)src * inf->n_ctx, dof = (size_t)dst * inf->n_ctx;
+        for (int l = 0; l < inf->cfg.n_layer; l++) {
+            float *kt = inf->k_cache + (size_t)l * kvd * cap;
+            for (size_t d = 0; d < kvd; d++)
+                memcpy(kt + d * cap + dof, kt + d * cap + so, (size_t)n * sizeof(float));
+            float *v = inf->v_cache + (size_t)l * cap * kvd;
+            memcpy(v + dof * kvd, v + so * kvd, (size_t)n * kvd * sizeof(float));
+        }
+    }
+    inf->seq_past[dst] = n;
+    return 0;
+}
+
+/* gemma2's final soft-cap on n values. */
+static void final_softcap(const qe_infer *inf, float *logits, size_t n)
+{
+    const float cap = inf->cfg.final_softcap;
+    if (cap > 0.0f) {
+        const float inv = 1.0f / cap;
+        for (size_t i = 0; i < n; i++)
+            logits[i] = tanhf(logits[i] * inv) * cap;
+    }
+}
+
+int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *logits, qe_err *err)
+{
+    const int V = inf->cfg.n_vocab, E = inf->cfg.n_embd;
+    if (n_runs < 1 || n_runs > inf->n_seq || !runs)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_batch: %d runs: expected 1 .. %d (one per "
+                          "sequence slot)", n_runs, inf->n_seq);
+    int T = 0, n_out = 0;
+    for (int i = 0; i < n_runs; i++) {
+        const qe_seq_run *r = &runs[i];
+        if (r->seq < 0 || r->seq >= inf->n_seq)
+            return qe_err_set(err, QE_EINVAL, "qe_infer_batch: run %d: sequence %d: expected a "
+                              "slot in [0, %d)", i, r->seq, inf->n_seq);
+        for (int j = 0; j < i; j++)
+            if (runs[j].seq == r->seq)
+                return qe_err_set(err, QE_EINVAL, "qe_infer_batch: runs %d and %d both extend "
+                                  "sequence %d", j, i, r->seq);
+        if (r->n < 1 || !r->tokens)
+            return qe_err_set(err, QE_EINVAL, "qe_infer_batch: run %d: %d tokens", i, r->n);
+        if (r->n > inf->n_ctx - inf->seq_past[r->seq])
+            return qe_err_set(err, QE_EBOUNDS, "qe_infer_batch: sequence %d: %d tokens after %d "
+                              "cached positions exceed the context of %d", r->seq, r->n,
+                              inf->seq_past[r->seq], inf->n_ctx);
+        T += r->n;
+        const int from = r->logits_from < 0 ? 0 : r->logits_from;
+        if (from < r->n)
+            n_out += r->n - from;
+    }
+    if (T > inf->n_batch)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_batch: %d tokens exceed n_batch %d", T,
+                          inf->n_batch);
+    if (n_out > 0 && !logits)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_batch: logits asked for but no buffer");
+    /* segments: the prefill-kernel runs first, then the decode-kernel ones */
+    fwd_batch *fb = &inf->fb;
+    int t = 0, sg = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n_runs; i++) {
+            const qe_seq_run *r = &runs[i];
+            if ((gemm_rows(r->n) > 0 || r->prefill_kernels) != (pass == 0))
+                continue;
+            fb->seg_t0[sg] = t;
+            fb->seg_n[sg] = r->n;
+            fb->seg_seq[sg] = r->seq;
+            fb->seg_pos0[sg] = inf->seq_past[r->seq];
+            fb->seg_item0[sg + 1] = fb->seg_item0[sg] +
+                                    inf->cfg.n_head * ((r->n + ATT_BLOCK - 1) / ATT_BLOCK);
+            for (int j = 0; j < r->n; j++, t++) {
+                inf->b_tok[t] = r->tokens[j];
+                fb->pos[t] = fb->seg_pos0[sg] + j;
+                fb->seq[t] = r->seq;
+            }
+            sg++;
+        }
+        if (pass == 0)
+            fb->t_gemm = t;
+    }
+    fb->T = T;
+    fb->n_seg = sg;
+    int rc = forward(inf, inf->b_tok, T, T, NULL, false, err);
+    if (rc || n_out == 0)
+        return rc;
+
+    /* logits: final norm of the asked rows; a run with more than
+     * QE_DECODE_MAX_T rows is one output product of its own (as
+     * qe_infer_eval), the rows of the others go through one product
+     * together: those of prefill_kernels runs first (prefill kernels),
+     * then the rest (decode kernels) */
+    int n_dec = 0, n_forced = 0;
+    for (int i = 0; i < n_runs; i++) {
+        const int from = runs[i].logits_from < 0 ? 0 : runs[i].logits_from;
+        if (from < runs[i].n && gemm_rows(runs[i].n - from) == 0) {
+            n_dec += runs[i].n - from;
+            if (runs[i].prefill_kernels)
+                n_forced += runs[i].n - from;
+        }
+    }
+    if (n_dec > inf->b_rows_cap) {
+        float *p = realloc(inf->b_rows, (size_t)n_dec * V * sizeof(float));
+        if (!p)
+            return qe_err_set(err, QE_ENOMEM, "out of memory (%d logit rows)", n_dec);
+        inf->b_rows = p;
+        inf->b_rows_cap = n_dec;
+    }
+    int forced = 0, dec_plain = n_forced; /* gather positions */
+    float *out = logits;
+    for (int i = 0; i < n_runs; i++) {
+        const qe_seq_run *r = &runs[i];
+        const int from = r->logits_from < 0 ? 0 : r->logits_from;
+        if (from >= r->n)
+            continue;
+        int s0 = 0;
+        while (fb->seg_seq[s0] != r->seq)
+            s0++;
+        const int rows = r->n - from;
+        const float *xr = inf->x + (size_t)(fb->seg_t0[s0] + from) * E;
+        if (gemm_rows(rows) > 0) {
+            rmsnorm_rows(inf, inf->xb, xr, inf->output_norm, rows);
+            if ((rc = matmul(inf, &inf->output, "output.weight", inf->xb, E, rows, rows, out, V,
+                             NULL, 0, err)))
+                return rc;
+            final_softcap(inf, out, (size_t)rows * V);
+        } else {
+            int *at = r->prefill_kernels ? &forced : &dec_plain;
+            rmsnorm_rows(inf, inf->xb2 + (size_t)*at * E, xr, inf->output_norm, rows);
+            *at += rows;
+        }
+        out += (size_t)rows * V;
+    }
+    if (n_dec > 0) {
+        if ((rc = matmul(inf, &inf->output, "output.weight", inf->xb2, E, n_dec, n_forced,
+                         inf->b_rows, V, NULL, 0, err)))
+            return rc;
+        final_softcap(inf, inf->b_rows, (size_t)n_dec * V);
+        forced = 0;
+        dec_plain = n_forced;
+        out = logits;
+        for (int i = 0; i < n_runs; i++) {
+            const int from = runs[i].logits_from < 0 ? 0 : runs[i].logits_from;
+            if (from >= runs[i].n)
+                continue;
+            const int rows = runs[i].n - from;
+            if (gemm_rows(rows) == 0) {
+                int *at = runs[i].prefill_kernels ? &forced : &dec_plain;
+                memcpy(out, inf->b_rows + (size_t)*at * V, (size_t)rows * V * sizeof(float));
+                *at += rows;
+            }
+            out += (size_t)rows * V;
+        }
     }
     return 0;
 }

@@ -57,6 +57,7 @@ typedef struct qe_infer_opts {
     void *hook_ud;
     int numerics;   /* QE_NUMERICS_EXACT (0, default) or QE_NUMERICS_LLAMACPP */
     qe_matmul_id_hook hook_id; /* optional; same hook_ud */
+    int n_seq;      /* sequence slots (qe_infer_batch), n_ctx positions each (default 1) */
 } qe_infer_opts;
 
 /* Errors: unknown architecture (message lists supported ones), missing or
@@ -144,5 +145,49 @@ void qe_gemm_f32(int isa, int M, int N, int K, const float *A, int lda, const fl
 void qe_transpose_f32(int isa, int rows, int cols, const float *src, int lds, float *dst,
                       int ldd);
 float qe_dot_f32(int isa, int n, const float *a, const float *b);
+
+/* ------------------------------------------------------------------ *
+ * Multi-sequence batches (the llama_batch idea).  The core holds n_seq
+ * sequence slots (qe_infer_opts.n_seq), each with its own KV cache of n_ctx
+ * positions; slot 0 is the one qe_infer_eval and friends use.  One
+ * qe_infer_batch call runs runs of tokens from several sequences together
+ * (one weight stream for all of them).
+ *
+ * Determinism: a sequence's logits are bit-identical whatever other
+ * sequences share its calls, whatever slot it is in and for any thread
+ * count; they depend only on how its own tokens were split into runs (a
+ * run of <= QE_DECODE_MAX_T tokens takes the decode kernels, a longer one
+ * the prefill kernels, exactly as qe_infer_eval calls of the same lengths,
+ * which they therefore equal bit for bit).  Logit rows follow the same
+ * rule per run (a run's asked rows > QE_DECODE_MAX_T: prefill kernels).
+ * ------------------------------------------------------------------ */
+
+typedef struct qe_seq_run {
+    int seq;               /* slot, 0 .. n_seq-1; at most one run per slot per call */
+    const int32_t *tokens; /* n tokens at the slot's next positions */
+    int n;                 /* >= 1 */
+    int logits_from;       /* rows i >= logits_from get logits (n: none) */
+    bool prefill_kernels;  /* take the prefill kernels even for <= QE_DECODE_MAX_T tokens
+                              (and logit rows): faster when many sequences decode together;
+                              a sequence whose runs all set it is bit-identical however
+                              its runs are batched */
+} qe_seq_run;
+
+int qe_infer_n_seq(const qe_infer *inf);
+/* Cached positions of slot seq (-1 for a bad slot). */
+int qe_infer_seq_n_past(const qe_infer *inf, int seq);
+/* Drop slot seq's positions >= n_past (0 frees the slot). */
+void qe_infer_seq_rewind(qe_infer *inf, int seq, int n_past);
+/* Slot dst := the first n positions of slot src (a shared prompt prefix
+ * computed once); bit-identical to computing them in dst. */
+int qe_infer_seq_copy(qe_infer *inf, int dst, int src, int n, qe_err *err);
+/*
+ * Run n_runs runs (total tokens <= n_batch), appending each to its slot.
+ * logits: the asked rows of every run, in run order, n_vocab floats each.
+ * Errors (bad slot, a slot twice, context overflow, bad token) change
+ * nothing.
+ */
+int qe_infer_batch(qe_infer *inf, const qe_seq_run *runs, int n_runs, float *logits,
+                   qe_err *err);
 
 #endif /* QE_INFER_H */

@@ -641,7 +641,12 @@ static int run_variant(runner *r, const variant_spec *v, qe_err *err)
     }
     if (!rc && p.n_task) {
         qe_lm lm = {0};
-        if (!(rc = qe_lm_infer_init(&lm, m, r->n_ctx, r->o->threads, err))) {
+        const int par = r->o->parallel;
+        if (!(rc = qe_lm_infer_init(&lm, m, r->n_ctx, r->o->threads, err)) &&
+            (rc = qe_lm_set_parallel(&lm, par > 0 ? par : qe_lm_default_parallel(m, lm.n_ctx),
+                                     err)))
+            qe_lm_free(&lm);
+        else if (!rc) {
             for (int i = 0; i < p.n_task && !rc; i++) {
                 rc = task_unit(r, &lm, m, v->is_reference, &r->ts[p.task_i[i]], vid,
                                p.task_k[i], err);

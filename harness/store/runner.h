@@ -45,6 +45,7 @@ typedef struct qe_run_opts {
     int n_ctx;                  /* 0 = min(512, the model's trained context) */
     long long limit;            /* items per task and chunks of the text; 0 = all */
     int threads;                /* 0 = OpenMP default */
+    int parallel;               /* generation: sequences in flight; 0 = qe_lm_default_parallel */
     int shard_i, shard_n;       /* this process runs units u with u % shard_n == shard_i */
     int unit_chunks;            /* text chunks per work unit (>= 2; default 4) */
     const char *artifact_path;  /* qeval eval: this quantized file is the only variant */
