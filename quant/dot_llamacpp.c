@@ -715,19 +715,9 @@ static void accum_q5_K(const wblock *wb, const void *va, dot_state *st)
     fma_lanes(st->acc, d, L);
 }
 
-/* iq4_xs: d = fp16(d_w) * d_a. */
-static void accum_iq4_xs(const wblock *wb, const void *va, dot_state *st)
-{
-    const qe_block_q8_K *a = va;
-    const float d = wb->d * a->d;
-    int32_t L[8];
-    lanes_256(wb, a->qs, L);
-    fma_lanes(st->acc, d, L);
-}
-
-/* iq2_*, iq3_*: acc = fma(d_w*d_a, lanes, acc); the constant factor is
- * applied after the final sum (finish_*). */
-static void accum_iq_grid(const wblock *wb, const void *va, dot_state *st)
+/* iq4_xs, iq2_*, iq3_*: acc = fma(d_w*d_a, lanes, acc), d_w = fp16(d);
+ * the iq2/iq3 constant factor is applied after the final sum (finish_*). */
+static void accum_d_lanes(const wblock *wb, const void *va, dot_state *st)
 {
     const qe_block_q8_K *a = va;
     const float d = wb->d * a->d;
@@ -924,12 +914,12 @@ static const llamacpp_row k_rows[QE_TYPE_COUNT] = {
     [QE_TYPE_Q4_K] = {QE_TYPE_Q8_K, true, decode_q4_K, accum_q4_K, finish_acc_accm, 0, 0, 0},
     [QE_TYPE_Q5_K] = {QE_TYPE_Q8_K, true, decode_q5_K, accum_q5_K, finish_acc_summs, 0, 0, 0},
     [QE_TYPE_Q6_K] = {QE_TYPE_Q8_K, true, decode_q6_K, accum_k_plain, finish_acc, 0, 0, 0},
-    [QE_TYPE_IQ4_XS] = {QE_TYPE_Q8_K, true, decode_iq4_xs, accum_iq4_xs, finish_acc, 0, 0, 0},
-    [QE_TYPE_IQ2_XXS] = {QE_TYPE_Q8_K, true, decode_iq2_xxs, accum_iq_grid, finish_x0125, 0, 0, 0},
-    [QE_TYPE_IQ2_XS] = {QE_TYPE_Q8_K, true, decode_iq2_xs, accum_iq_grid, finish_x0125, 0, 0, 0},
-    [QE_TYPE_IQ2_S] = {QE_TYPE_Q8_K, true, decode_iq2_s, accum_iq_grid, finish_x0125, 0, 0, 0},
-    [QE_TYPE_IQ3_XXS] = {QE_TYPE_Q8_K, true, decode_iq3_xxs, accum_iq_grid, finish_x025, 0, 0, 0},
-    [QE_TYPE_IQ3_S] = {QE_TYPE_Q8_K, true, decode_iq3_s, accum_iq_grid, finish_acc, 0, 0, 0},
+    [QE_TYPE_IQ4_XS] = {QE_TYPE_Q8_K, true, decode_iq4_xs, accum_d_lanes, finish_acc, 0, 0, 0},
+    [QE_TYPE_IQ2_XXS] = {QE_TYPE_Q8_K, true, decode_iq2_xxs, accum_d_lanes, finish_x0125, 0, 0, 0},
+    [QE_TYPE_IQ2_XS] = {QE_TYPE_Q8_K, true, decode_iq2_xs, accum_d_lanes, finish_x0125, 0, 0, 0},
+    [QE_TYPE_IQ2_S] = {QE_TYPE_Q8_K, true, decode_iq2_s, accum_d_lanes, finish_x0125, 0, 0, 0},
+    [QE_TYPE_IQ3_XXS] = {QE_TYPE_Q8_K, true, decode_iq3_xxs, accum_d_lanes, finish_x025, 0, 0, 0},
+    [QE_TYPE_IQ3_S] = {QE_TYPE_Q8_K, true, decode_iq3_s, accum_d_lanes, finish_acc, 0, 0, 0},
     [QE_TYPE_IQ1_S] = {QE_TYPE_Q8_K, true, decode_iq1_s, accum_iq1_s, finish_iq1_s, 0, 0, 0},
     [QE_TYPE_IQ1_M] = {QE_TYPE_Q8_K, true, decode_iq1_m, accum_iq1_m, finish_iq1_m, 0, 0, 0},
     [QE_TYPE_TQ1_0] = {QE_TYPE_Q8_K, true, decode_tq1_0, accum_tq, finish_acc, 0, 0, 0},
