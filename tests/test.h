@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int test_n_pass, test_n_fail, test_cur_failed;
 static const char *test_cur_name;
@@ -122,6 +123,41 @@ static inline char *test_slurp(const char *path, size_t *n)
     if (n)
         *n = len;
     return buf;
+}
+
+/* The qeval binary under test: $QEVAL_BIN (make test sets it), else ./qeval. */
+static inline const char *test_qeval_bin(void)
+{
+    const char *b = getenv("QEVAL_BIN");
+    return (b && *b) ? b : "./qeval";
+}
+
+/* Run a shell command; its stdout goes into *out (malloc'd, NUL-terminated)
+ * when out is not NULL.  Returns the exit status, or -1. */
+static inline int test_run_cmd(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n + 1024 > cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, p);
+        if (r == 0)
+            break;
+        n += r;
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static inline int test_close(double a, double b, double rel)

@@ -24,38 +24,6 @@
 #include "../harness/model/gguf.h"
 #include "test.h"
 
-static const char *bin(void)
-{
-    const char *b = getenv("QEVAL_BIN");
-    return (b && *b) ? b : "./qeval";
-}
-
-static int run_cmd(const char *cmd, char **out)
-{
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (n + 1024 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, p);
-        if (r == 0)
-            break;
-        n += r;
-    }
-    buf[n] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "wb");
@@ -149,23 +117,23 @@ static const char WANT_MISTRAL[] = "<s>[INST] Hi [/INST]Hello!</s> [INST] 2+2? [
 TEST(template_from_gguf)
 {
     char cmd[1400], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s template %s --context %s", bin(), tmp("chat.gguf"),
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s", test_qeval_bin(), tmp("chat.gguf"),
              tmp("ctx.json"));
-    int rc = run_cmd(cmd, &out);
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strcmp(out, WANT_MISTRAL) == 0, "rc=%d out=[%s]", rc, out);
     free(out);
     /* a named variant, with add_generation_prompt */
     snprintf(cmd, sizeof cmd,
              "%s template %s --template-name tool_use --add-generation-prompt --context %s",
-             bin(), tmp("chat.gguf"), tmp("ctx.json"));
-    rc = run_cmd(cmd, &out);
+             test_qeval_bin(), tmp("chat.gguf"), tmp("ctx.json"));
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strcmp(out, "<user>Hi<assistant>Hello!<user>2+2?<assistant>") == 0,
            "rc=%d out=[%s]", rc, out);
     free(out);
     /* an unknown name lists the ones there are */
-    snprintf(cmd, sizeof cmd, "%s template %s --template-name nope 2>&1", bin(),
+    snprintf(cmd, sizeof cmd, "%s template %s --template-name nope 2>&1", test_qeval_bin(),
              tmp("chat.gguf"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2 && strstr(out, "tokenizer.chat_template.nope") && strstr(out, "tool_use"),
            "rc=%d out=%s", rc, out);
     free(out);
@@ -174,9 +142,9 @@ TEST(template_from_gguf)
 TEST(raise_exception_exits_2)
 {
     char cmd[1400], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s template %s --context %s 2>&1", bin(), tmp("chat.gguf"),
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s 2>&1", test_qeval_bin(), tmp("chat.gguf"),
              tmp("bad.json"));
-    int rc = run_cmd(cmd, &out);
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2 && strstr(out, "raise_exception: Conversation roles must alternate "
                                   "user/assistant/user/assistant/...") &&
                strstr(out, "line 1, column"),
@@ -187,20 +155,20 @@ TEST(raise_exception_exits_2)
 TEST(template_from_hf_config)
 {
     char cmd[1400], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s template %s --context %s", bin(), tmp("hf"), tmp("ctx.json"));
-    int rc = run_cmd(cmd, &out);
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s", test_qeval_bin(), tmp("hf"), tmp("ctx.json"));
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strcmp(out, WANT_MISTRAL) == 0, "list default: rc=%d out=[%s]", rc, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s template %s --template-name tool_use --context %s", bin(),
+    snprintf(cmd, sizeof cmd, "%s template %s --template-name tool_use --context %s", test_qeval_bin(),
              tmp("hf/tokenizer_config.json"), tmp("ctx.json"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strcmp(out, "<user>Hi<assistant>Hello!<user>2+2?") == 0,
            "list named: rc=%d out=[%s]", rc, out);
     free(out);
     /* --chat-template overrides; the model still supplies bos/eos */
-    snprintf(cmd, sizeof cmd, "%s template %s --chat-template %s --context %s", bin(), tmp("hf"),
+    snprintf(cmd, sizeof cmd, "%s template %s --chat-template %s --context %s", test_qeval_bin(), tmp("hf"),
              tmp("tpl.jinja"), tmp("ctx.json"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strcmp(out, "USER: Hi\nASSISTANT: Hello!\nUSER: 2+2?\n") == 0,
            "override: rc=%d out=[%s]", rc, out);
     free(out);
@@ -210,9 +178,9 @@ TEST(template_from_hf_config)
         printf("  skipped: %s not found\n", llama3);
         return;
     }
-    snprintf(cmd, sizeof cmd, "%s template %s --context %s --add-generation-prompt", bin(),
+    snprintf(cmd, sizeof cmd, "%s template %s --context %s --add-generation-prompt", test_qeval_bin(),
              llama3, tmp("ctx.json"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strcmp(out, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
                                   "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
                                   "Hello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
@@ -225,19 +193,19 @@ TEST(template_from_hf_config)
 TEST(missing_template_is_a_clear_error)
 {
     char cmd[1400], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s template %s 2>&1", bin(),
+    snprintf(cmd, sizeof cmd, "%s template %s 2>&1", test_qeval_bin(),
              test_asset("models/stories260K/stories260K.gguf"));
-    int rc = run_cmd(cmd, &out);
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2 && strstr(out, "has no chat template") && strstr(out, "--chat-template"),
            "rc=%d out=%s", rc, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s template %s --context /nonexistent.json 2>&1", bin(),
+    snprintf(cmd, sizeof cmd, "%s template %s --context /nonexistent.json 2>&1", test_qeval_bin(),
              tmp("chat.gguf"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2 && strstr(out, "/nonexistent.json"), "rc=%d out=%s", rc, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s template --help", bin());
-    rc = run_cmd(cmd, &out);
+    snprintf(cmd, sizeof cmd, "%s template --help", test_qeval_bin());
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strstr(out, "--chat-template"), "rc=%d", rc);
     free(out);
 }
@@ -368,9 +336,9 @@ TEST(chat_eval_multiturn_fake_lm)
 TEST(eval_chat_end_to_end)
 {
     char cmd[1400], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s eval %s --tasks gsm8k --chat --limit 5 --verbose 2>&1", bin(),
+    snprintf(cmd, sizeof cmd, "%s eval %s --tasks gsm8k --chat --limit 5 --verbose 2>&1", test_qeval_bin(),
              tmp("chat.gguf"));
-    int rc = run_cmd(cmd, &out);
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0, "rc=%d out=%s", rc, out);
     CHECKF(strstr(out, "chat template: ") && strstr(out, "tokenizer.chat_template (sha256 "),
            "%s", out);
@@ -385,14 +353,14 @@ TEST(eval_chat_end_to_end)
     CHECK(strstr(out, "chat template ") != NULL && strstr(out, "exact_match,strict") != NULL);
     free(out);
     /* --chat on a model without a template: a clear error */
-    snprintf(cmd, sizeof cmd, "%s eval %s --tasks gsm8k --chat --limit 1 2>&1", bin(),
+    snprintf(cmd, sizeof cmd, "%s eval %s --tasks gsm8k --chat --limit 1 2>&1", test_qeval_bin(),
              test_asset("models/stories260K/stories260K.gguf"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2 && strstr(out, "has no chat template"), "rc=%d out=%s", rc, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s eval %s --tasks gsm8k --system hi 2>&1", bin(),
+    snprintf(cmd, sizeof cmd, "%s eval %s --tasks gsm8k --system hi 2>&1", test_qeval_bin(),
              tmp("chat.gguf"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2 && strstr(out, "need --chat"), "rc=%d out=%s", rc, out);
     free(out);
 }
@@ -410,14 +378,14 @@ TEST(run_chat_key)
     qe_chat_template_free(ct);
     snprintf(cmd, sizeof cmd,
              "%s run %s --quants Q8_0 --tasks tinystories-cloze --chat --limit 2 --db %s 2>&1",
-             bin(), tmp("chat.gguf"), tmp("run.db"));
-    int rc = run_cmd(cmd, &out);
+             test_qeval_bin(), tmp("chat.gguf"), tmp("run.db"));
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && strstr(out, want) && strstr(out, "run: 1,"), "rc=%d out=%s", rc, out);
     free(out);
     snprintf(cmd, sizeof cmd,
-             "%s run %s --quants Q8_0 --tasks tinystories-cloze --limit 2 --db %s 2>&1", bin(),
+             "%s run %s --quants Q8_0 --tasks tinystories-cloze --limit 2 --db %s 2>&1", test_qeval_bin(),
              tmp("chat.gguf"), tmp("run.db"));
-    rc = run_cmd(cmd, &out);
+    rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 0 && !strstr(out, want) && strstr(out, "run: 2,"), "rc=%d out=%s", rc, out);
     free(out);
     /* every sample of the chat run points at a task row naming the template */

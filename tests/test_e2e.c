@@ -16,40 +16,6 @@
 
 #include "test.h"
 
-static const char *bin(void)
-{
-    const char *b = getenv("QEVAL_BIN");
-    return (b && *b) ? b : "./qeval";
-}
-
-/* Run a shell command; capture stdout (and stderr if merge) into a malloc'd
- * string; return the exit status (or -1). */
-static int run_cmd(const char *cmd, char **out)
-{
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (n + 1024 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, p);
-        if (r == 0)
-            break;
-        n += r;
-    }
-    buf[n] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static const char *const commands[] = {
     "info", "tokenize", "template", "ppl", "generate", "quantize", "imatrix", "eval", "tasks",
     "suites", "run", "report", "compare", "gate", "history", "merge",
@@ -61,16 +27,16 @@ TEST(every_command_has_help)
     char cmd[512];
     for (size_t i = 0; i < N_COMMANDS; i++) {
         char *out = NULL;
-        snprintf(cmd, sizeof cmd, "%s %s --help 2>&1", bin(), commands[i]);
-        int rc = run_cmd(cmd, &out);
+        snprintf(cmd, sizeof cmd, "%s %s --help 2>&1", test_qeval_bin(), commands[i]);
+        int rc = test_run_cmd(cmd, &out);
         CHECKF(rc == 0, "%s --help exited %d", commands[i], rc);
         CHECKF(out && (strstr(out, "usage") || strstr(out, "Usage")),
                "%s --help prints no usage line", commands[i]);
         free(out);
     }
     char *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s --help 2>&1", bin());
-    CHECK(run_cmd(cmd, &out) == 0);
+    snprintf(cmd, sizeof cmd, "%s --help 2>&1", test_qeval_bin());
+    CHECK(test_run_cmd(cmd, &out) == 0);
     for (size_t i = 0; i < N_COMMANDS; i++)
         CHECKF(out && strstr(out, commands[i]), "top-level help does not list '%s'", commands[i]);
     free(out);
@@ -81,16 +47,16 @@ TEST(bad_option_exits_2_with_message)
     char cmd[512];
     for (size_t i = 0; i < N_COMMANDS; i++) {
         char *out = NULL;
-        snprintf(cmd, sizeof cmd, "%s %s --no-such-option 2>&1", bin(), commands[i]);
-        int rc = run_cmd(cmd, &out);
+        snprintf(cmd, sizeof cmd, "%s %s --no-such-option 2>&1", test_qeval_bin(), commands[i]);
+        int rc = test_run_cmd(cmd, &out);
         CHECKF(rc == 2, "%s --no-such-option exited %d (want 2)", commands[i], rc);
         CHECKF(out && strstr(out, "--no-such-option"),
                "%s: message does not name the bad option: %s", commands[i], out ? out : "");
         free(out);
     }
     char *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin());
-    CHECK(run_cmd(cmd, &out) == 2);
+    snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", test_qeval_bin());
+    CHECK(test_run_cmd(cmd, &out) == 2);
     CHECK(out && strstr(out, "unknown command 'frobnicate'"));
     free(out);
 }
@@ -98,8 +64,8 @@ TEST(bad_option_exits_2_with_message)
 TEST(missing_model_file_is_a_clear_error)
 {
     char cmd[512], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s info /nonexistent/model.gguf 2>&1", bin());
-    int rc = run_cmd(cmd, &out);
+    snprintf(cmd, sizeof cmd, "%s info /nonexistent/model.gguf 2>&1", test_qeval_bin());
+    int rc = test_run_cmd(cmd, &out);
     CHECKF(rc == 2, "exit %d", rc);
     CHECKF(out && strstr(out, "/nonexistent/model.gguf"), "message does not name the file: %s",
            out ? out : "");
@@ -113,10 +79,10 @@ TEST(smoke_suite_end_to_end)
 {
     char cmd[2048], *out = NULL;
     snprintf(cmd, sizeof cmd,
-             "QEVAL_QUIET=1 %s eval %s --reference %s --suite smoke --threads 2 2>/dev/null", bin(),
+             "QEVAL_QUIET=1 %s eval %s --reference %s --suite smoke --threads 2 2>/dev/null", test_qeval_bin(),
              test_asset("models/stories260K/stories260K.bin"),
              test_asset("models/stories260K/stories260K.gguf"));
-    int rc = run_cmd(cmd, &out);
+    int rc = test_run_cmd(cmd, &out);
     REQUIRE(rc == 0, "qeval eval --suite smoke exited %d:\n%s", rc, out ? out : "");
     static const char *const rows[] = {"tinystories-cloze", "tinystories-ppl", "copa", "gsm8k",
                                        "humaneval"};
@@ -165,9 +131,9 @@ TEST(tokenize_bare_tokenizer_vectors)
         snprintf(cmd, sizeof cmd,
                  "%s tokenize %s --file %s --split '\\n__ggml_vocab_test__\\n' --ids --no-bos "
                  "2>/dev/null",
-                 bin(), model, inp);
+                 test_qeval_bin(), model, inp);
         char *got = NULL;
-        int rc = run_cmd(cmd, &got);
+        int rc = test_run_cmd(cmd, &got);
         CHECKF(rc == 0, "%s: rc=%d", cmd, rc);
         /* compare line by line: "[1, 2]" against " 1 2" */
         char want[65536], *g = got;
