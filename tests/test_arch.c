@@ -49,6 +49,7 @@
 #include "../quant/quant.h"
 #include "../quant/recipe.h"
 #include "test.h"
+#include "llamacpp_golden.h"
 
 #define PPL_CHUNKS 32
 #define KLD_CHUNKS 12
@@ -67,26 +68,10 @@ static int load_fixtures(void)
         return -1;
     golden = cJSON_Parse(js);
     free(js);
-    char *tk = test_slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
-                     NULL);
-    if (!golden || !tk) {
-        free(tk);
+    if (!golden)
         return -1;
-    }
-    size_t cap = 40000;
-    ref_tokens = malloc(cap * sizeof(int32_t));
-    for (char *line = strtok(tk, "\n"); line; line = strtok(NULL, "\n")) {
-        if (line[0] == '#')
-            continue;
-        char *p = line, *end;
-        for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10)) {
-            if (n_ref_tokens < cap)
-                ref_tokens[n_ref_tokens++] = (int32_t)v;
-            p = end;
-        }
-    }
-    free(tk);
-    return 0;
+    ref_tokens = golden_ref_tokens(&n_ref_tokens);
+    return ref_tokens ? 0 : -1;
 }
 
 static const cJSON *golden_file(const char *name)
@@ -318,29 +303,6 @@ TEST(golden_ppl_full_qwen3_q8_0)
 
 /* ---------------------------------------------------------------- kld -- */
 
-/* Running KLD after chunk k from a llama.cpp --kl-divergence log. */
-static double log_running_kld(const char *log_name, int k)
-{
-    char rel[256];
-    snprintf(rel, sizeof rel, "testdata/llamacpp-arch/logs/%s", log_name);
-    char *txt = test_slurp(test_asset(rel), NULL);
-    if (!txt)
-        return NAN;
-    double out = NAN;
-    for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
-        int c;
-        double ppl, ppl_u, lr, lr_u, kl, kl_u;
-        if (sscanf(line, "%d %lf ± %lf %lf ± %lf %lf ± %lf", &c, &ppl, &ppl_u, &lr, &lr_u, &kl,
-                   &kl_u) == 7 &&
-            c == k) {
-            out = kl;
-            break;
-        }
-    }
-    free(txt);
-    return out;
-}
-
 /* Lockstep KLD of each base's quantized files against it, compared with
  * the running mean KLD after n_chunks in llama.cpp's log, within tol. */
 static void kld_golden(int numerics, int n_chunks, const char *const *quants, int n_quants,
@@ -366,7 +328,8 @@ static void kld_golden(int numerics, int n_chunks, const char *const *quants, in
                 continue;
             char log_name[160];
             snprintf(log_name, sizeof log_name, "kld-%s.log", name);
-            const double want = log_running_kld(log_name, n_chunks);
+            const double want =
+                golden_log_running_kld("testdata/llamacpp-arch/", log_name, n_chunks);
             CHECKF(isfinite(want), "%s: no running KLD for chunk %d in %s", name, n_chunks,
                    log_name);
             qe_ppl_opts o = {.n_ctx = 128, .bos = qe_tokenizer_bos(m->tok), .n_chunks = n_chunks,
@@ -637,17 +600,14 @@ TEST(info_shows_features)
         printf("  skipped: QEVAL_BIN not set (make test sets it)\n");
         return;
     }
-    char cmd[1024];
+    char cmd[1024], *buf = NULL;
     snprintf(cmd, sizeof cmd, "'%s' info --json '%s' 2>/dev/null", bin,
              test_asset("testdata/llamacpp-arch/rand-qwen2moe-Q2_K.gguf"));
-    FILE *f = popen(cmd, "r");
-    REQUIRE(f, "popen");
-    char buf[65536];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    int st = pclose(f);
+    int st = test_run_cmd(cmd, &buf);
+    REQUIRE(st >= 0, "popen");
     CHECKF(st == 0, "exit status %d", st);
     cJSON *j = cJSON_Parse(buf);
+    free(buf);
     REQUIRE(j, "info --json output is not JSON");
     const cJSON *ft = cJSON_GetObjectItem(j, "features");
     CHECK(ft && cJSON_GetObjectItem(ft, "n_expert")->valueint == 4 &&
@@ -657,14 +617,11 @@ TEST(info_shows_features)
     cJSON_Delete(j);
     snprintf(cmd, sizeof cmd, "'%s' info '%s' 2>/dev/null", bin,
              test_asset("testdata/llamacpp-arch/rand-gemma2-Q2_K.gguf"));
-    f = popen(cmd, "r");
-    REQUIRE(f, "popen");
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    pclose(f);
+    REQUIRE(test_run_cmd(cmd, &buf) >= 0, "popen");
     CHECKF(strstr(buf, "sliding window 64 on 2 of 4 layers") &&
                strstr(buf, "soft-caps attn 50 final 30") && strstr(buf, "ffn gelu"),
            "gemma2 info:\n%s", buf);
+    free(buf);
 }
 
 

@@ -42,6 +42,7 @@
 #include "../harness/model/tokenizer.h"
 #include "../quant/quant.h"
 #include "test.h"
+#include "llamacpp_golden.h"
 
 #define PPL_CHUNKS 16
 #define KLD_CHUNKS 12
@@ -65,24 +66,10 @@ static int load_fixtures(void)
         golden_iq = cJSON_Parse(jq);
         free(jq);
     }
-    char *tk = test_slurp(test_asset("testdata/llamacpp/tokens-text-eng-stories260K-tokenizer.txt"),
-                     NULL);
-    if (!golden || !tk)
+    if (!golden)
         return -1;
-    size_t cap = 40000;
-    ref_tokens = malloc(cap * sizeof(int32_t));
-    for (char *line = strtok(tk, "\n"); line; line = strtok(NULL, "\n")) {
-        if (line[0] == '#')
-            continue;
-        char *p = line, *end;
-        for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10)) {
-            if (n_ref_tokens < cap)
-                ref_tokens[n_ref_tokens++] = (int32_t)v;
-            p = end;
-        }
-    }
-    free(tk);
-    return 0;
+    ref_tokens = golden_ref_tokens(&n_ref_tokens);
+    return ref_tokens ? 0 : -1;
 }
 
 /* "../shared/models/x" in a golden json -> the asset dir; else DIR/x
@@ -316,29 +303,6 @@ TEST(golden_ppl_iq_files)
 
 /* --------------------------------------------------------------- kld -- */
 
-/* Running KLD after chunk k from a llama.cpp --kl-divergence log. */
-static double log_running_kld(const char *dir, const char *log_name, int k)
-{
-    char rel[256];
-    snprintf(rel, sizeof rel, "%slogs/%s", dir, log_name);
-    char *txt = test_slurp(test_asset(rel), NULL);
-    if (!txt)
-        return NAN;
-    double out = NAN;
-    for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
-        int c;
-        double ppl, ppl_u, lr, lr_u, kl, kl_u;
-        if (sscanf(line, "%d %lf ± %lf %lf ± %lf %lf ± %lf", &c, &ppl, &ppl_u, &lr, &lr_u, &kl,
-                   &kl_u) == 7 &&
-            c == k) {
-            out = kl;
-            break;
-        }
-    }
-    free(txt);
-    return out;
-}
-
 static int bits_of(const char *requested)
 {
     if (strstr(requested, "Q8"))
@@ -392,7 +356,7 @@ static void kld_family_in(const cJSON *gj, const char *dir, const char *base_pat
         }
         char log_name[160];
         snprintf(log_name, sizeof log_name, "kld-%s.log", name);
-        double want = log_running_kld(dir, log_name, n_chunks);
+        double want = golden_log_running_kld(dir, log_name, n_chunks);
         CHECKF(isfinite(want), "%s: no running KLD for chunk %d in %s", name, n_chunks, log_name);
         qe_ppl_opts o = {.n_ctx = 128, .bos = qe_tokenizer_bos(m->tok), .n_chunks = n_chunks,
                          .n_threads = 1, .numerics = numerics};
