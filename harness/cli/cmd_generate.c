@@ -13,7 +13,7 @@
 
 static const char *USAGE =
     "usage: qeval generate MODEL --prompt TEXT [-n N] [--ctx N] [--threads N]\n"
-    "                      [--numerics exact|llamacpp]\n"
+    "                      [--numerics exact|llamacpp] [--ignore-eos]\n"
     "\n"
     "Greedy (argmax) generation: the prompt (with BOS if the vocab adds it) is run as one\n"
     "batch, then one token at a time until N tokens or an end-of-generation token.\n"
@@ -25,7 +25,12 @@ static const char *USAGE =
     "  --threads N     threads (default: all cores)\n"
     "  --numerics M    exact (default: f32 activations and KV cache) or llamacpp\n"
     "                  (llama.cpp's CPU arithmetic: quantized activations, f16 KV cache)\n"
-    "  -h, --help      this help\n";
+    "  --ignore-eos    do not stop at end-of-generation tokens (speed measurements:\n"
+    "                  always N tokens, like llama-bench)\n"
+    "  -h, --help      this help\n"
+    "\n"
+    "stdout: the prompt and the generated text.  stderr: prompt (prefill) and decode\n"
+    "speed, apart.\n";
 
 #define OPT(name, alias) ((v = qe_arg_value(argc, argv, &i, name, alias)) || i > argc)
 
@@ -34,6 +39,7 @@ int qe_cmd_generate(int argc, char **argv)
     const char *model_path = NULL, *prompt = NULL;
     long long n_gen = 32, n_ctx = 0, n_threads = 0;
     int numerics = QE_NUMERICS_EXACT;
+    bool ignore_eos = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (qe_arg_help(argv[i])) {
@@ -55,6 +61,8 @@ int qe_cmd_generate(int argc, char **argv)
         } else if (OPT("--numerics", NULL)) {
             if (i > argc || !qe_arg_numerics("generate", v, &numerics))
                 return QE_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--ignore-eos") == 0) {
+            ignore_eos = true;
         } else if (argv[i][0] == '-') {
             return qe_usage_error("generate", "unknown option '%s'", argv[i]);
         } else if (!model_path) {
@@ -93,10 +101,11 @@ int qe_cmd_generate(int argc, char **argv)
                         .n_threads = (int)n_threads, .numerics = numerics};
     if (!(inf = qe_infer_new(m, &io, &err)))
         goto fail;
-    double t0 = qe_now();
-    if (qe_infer_generate_greedy(inf, ids, (int)n_ids, (int)n_gen, &gen, &n_out, &err))
+    double t0 = qe_now(), t_prompt = 0;
+    if (qe_infer_generate_greedy_timed(inf, ids, (int)n_ids, (int)n_gen, ignore_eos, &gen, &n_out,
+                                       &t_prompt, &err))
         goto fail;
-    double dt = qe_now() - t0;
+    double dt = qe_now() - t0, t_dec = dt - t_prompt;
     all = malloc((n_ids + (size_t)n_out) * sizeof(int32_t));
     if (!all) {
         qe_err_set(&err, QE_ENOMEM, "out of memory");
@@ -107,9 +116,13 @@ int qe_cmd_generate(int argc, char **argv)
     if (qe_detokenize(m->tok, all, n_ids + (size_t)n_out, false, &text, &err))
         goto fail;
     printf("%s\n", text);
-    fprintf(stderr, "generate: %zu prompt + %d generated tokens in %.3f s (%.1f tokens/s, %s "
-            "numerics)\n", n_ids, n_out, dt, dt > 0 ? (n_ids + (double)n_out) / dt : 0.0,
-            numerics == QE_NUMERICS_LLAMACPP ? "llamacpp" : "exact");
+    /* the first generated token comes from the prompt's logits: decode ran n_out - 1 steps */
+    const int n_steps = n_out > 1 ? n_out - 1 : 0;
+    fprintf(stderr, "generate: prompt %zu tokens in %.3f s (%.1f tokens/s); decode %d steps in "
+            "%.3f s (%.2f tokens/s); %s numerics, %d threads\n", n_ids, t_prompt,
+            t_prompt > 0 ? (double)n_ids / t_prompt : 0.0, n_steps, t_dec,
+            t_dec > 0 ? n_steps / t_dec : 0.0,
+            numerics == QE_NUMERICS_LLAMACPP ? "llamacpp" : "exact", qe_infer_n_threads(inf));
     goto done;
 fail:
     status = qe_report_error("generate", &err);

@@ -7,6 +7,8 @@
  */
 #include <stdlib.h>
 
+#include "../util/common.h"
+
 #include "../model/model.h"
 #include "../model/tokenizer.h"
 #include "infer.h"
@@ -22,6 +24,14 @@ static int32_t argmax(const float *v, int n)
 
 int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,
                              int32_t **out, int *n_out, qe_err *err)
+{
+    return qe_infer_generate_greedy_timed(inf, prompt, n_prompt, n_max, false, out, n_out, NULL,
+                                          err);
+}
+
+int qe_infer_generate_greedy_timed(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,
+                                   bool ignore_eog, int32_t **out, int *n_out, double *prompt_s,
+                                   qe_err *err)
 {
     *out = NULL;
     *n_out = 0;
@@ -45,11 +55,14 @@ int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt,
         rc = qe_err_set(err, QE_ENOMEM, "out of memory");
         goto out;
     }
+    const double t0 = qe_now();
     if ((rc = qe_infer_eval(inf, prompt, n_prompt, n_prompt - 1, logits, err)))
         goto out;
+    if (prompt_s)
+        *prompt_s = qe_now() - t0;
     while (n < n_max) {
         int32_t tok = argmax(logits, n_vocab);
-        if (m && m->tok && qe_tokenizer_is_eog(m->tok, tok))
+        if (!ignore_eog && m && m->tok && qe_tokenizer_is_eog(m->tok, tok))
             break;
         gen[n++] = tok;
         if (n == n_max)
