@@ -76,6 +76,13 @@ typedef int (*qe_from_float_fn)(const float *restrict x, void *restrict y, int64
                                 const float *restrict imatrix);
 typedef void (*qe_vec_dot_fn)(int64_t n, float *restrict s, const void *restrict x,
                               const void *restrict y);
+/* Decode's fused dequantize-and-dot (quant/simd_rowdot_avx512.c): for
+ * t < nx (<= QE_ROW_DOT_MAX_X), out[t] = one weight row of n elements (n a
+ * multiple of 64) dotted with x + t*ldx, bitwise equal to to_float then
+ * qe_dot_f32 at the AVX-512 level (the contract is in that file). */
+#define QE_ROW_DOT_MAX_X 2
+typedef void (*qe_row_dot_fn)(const void *restrict row, int64_t n, const float *restrict x,
+                              int nx, int64_t ldx, float *restrict out);
 
 typedef struct qe_type_traits {
     const char *name;        /* ggml's name, e.g. "q4_K"; NULL for unused ids */
@@ -88,6 +95,7 @@ typedef struct qe_type_traits {
     qe_vec_dot_fn vec_dot;            /* x (this type) . y (vec_dot_type) */
     qe_type vec_dot_type;
     qe_vec_dot_fn vec_dot_ref;        /* scalar reference dot (fixed order) */
+    qe_row_dot_fn row_dot;            /* decode kernel at the avx512 level, else NULL */
 } qe_type_traits;
 
 /* Row of the traits table, or NULL if `t` is not a known ggml type id. */

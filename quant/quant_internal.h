@@ -190,7 +190,7 @@ extern const int8_t qe_kvalues_iq4nl[16];
 /* ---- helpers -------------------------------------------------------- */
 
 /* Exact binary16 -> binary32 (inline twin of qe_fp16_to_fp32). */
-static inline float qe_h2f(qe_half h)
+static inline __attribute__((always_inline)) float qe_h2f(qe_half h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -228,7 +228,7 @@ static inline bool qe_all_finite(const float *x, int64_t n)
 
 /* The 6-bit scale *d and min *m of 32-weight sub-block j (0..7) of a
  * q4_K/q5_K block's 12 packed scale bytes q (GGUF layout). */
-static inline void qe_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,
+static inline __attribute__((always_inline)) void qe_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,
                                    uint8_t *restrict m)
 {
     if (j < 4) {
@@ -334,6 +334,7 @@ void qe_register_iq_low(qe_type_traits *tab);
 /* Overwrite to_float/vec_dot with SIMD variants where the CPU allows. */
 void qe_register_avx2(qe_type_traits *tab);
 void qe_register_avx512(qe_type_traits *tab);
+void qe_register_rowdot_avx512(qe_type_traits *tab);
 /* The same for the types below 4 bits (simd_iq_low.c). */
 void qe_register_iq_low_avx2(qe_type_traits *tab);
 void qe_register_iq_low_avx512(qe_type_traits *tab);

@@ -140,6 +140,8 @@ static int cpu_simd_level(void)
 static void register_all(int level)
 {
     memset(qe_from_float_fast, 0, sizeof qe_from_float_fast);
+    for (size_t t = 0; t < sizeof g_traits / sizeof g_traits[0]; t++)
+        g_traits[t].row_dot = NULL; /* a lower level has no fused decode kernels */
     qe_register_float(g_traits);
     qe_register_legacy(g_traits);
     qe_register_k(g_traits);
@@ -156,6 +158,7 @@ static void register_all(int level)
     if (level >= 2) {
         qe_register_avx512(g_traits);
         qe_register_iq_low_avx512(g_traits);
+        qe_register_rowdot_avx512(g_traits);
         g_simd_level = "avx512";
     }
 }

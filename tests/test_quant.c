@@ -18,6 +18,7 @@
  */
 #include <stdint.h>
 
+#include "../harness/infer/infer.h"
 #include "../harness/util/common.h"
 #include "../quant/quant.h"
 #include "../quant/quant_internal.h"
@@ -971,6 +972,78 @@ TEST(llamacpp_imatrix_requant)
     imat_free(&im);
 }
 
+/* Decode's fused kernels (row_dot, avx512 level): bitwise equal to
+ * to_float then qe_dot_f32(avx512), for one and two activation vectors,
+ * every type that has one, lengths of 64 .. 4864 (the shapes' rows), rows
+ * quantized from mixed-scale data (so scales, mins and high bits vary). */
+TEST(row_dot_bits)
+{
+    if (qe_quant_set_simd_level("avx512") != 0 || !qe_infer_isa_available(QE_ISA_AVX512)) {
+        printf("  avx512 not supported on this CPU: skipped\n");
+        return;
+    }
+    static const int want[] = {QE_TYPE_F32,  QE_TYPE_F16,  QE_TYPE_BF16, QE_TYPE_Q8_0,
+                               QE_TYPE_Q4_0, QE_TYPE_Q4_1, QE_TYPE_Q5_0, QE_TYPE_Q5_1,
+                               QE_TYPE_IQ4_NL, QE_TYPE_Q2_K, QE_TYPE_Q3_K, QE_TYPE_Q4_K,
+                               QE_TYPE_Q5_K, QE_TYPE_Q6_K};
+    static const int64_t lens[] = {64, 256, 576, 896, 1536, 4864};
+    const int64_t nmax = 4864;
+    float *x = malloc(2 * nmax * sizeof(float)), *src = malloc(nmax * sizeof(float));
+    float *w = malloc(nmax * sizeof(float));
+    uint8_t *q = malloc(nmax * 4 + 64);
+    REQUIRE(x && src && w && q, "alloc");
+    for (int64_t i = 0; i < 2 * nmax; i++)
+        x[i] = rng_normal() * (i % 7 == 0 ? 10.0f : 1.0f);
+    int n_checked = 0;
+    for (size_t ti = 0; ti < sizeof want / sizeof want[0]; ti++) {
+        const qe_type_traits *tt = qe_type_get(want[ti]);
+        CHECKF(tt->row_dot != NULL, "%s: no row_dot at the avx512 level", tt->name);
+        if (!tt->row_dot)
+            continue;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int64_t n = lens[li];
+            if (n % tt->blck_size)
+                continue;
+            for (int rep = 0; rep < 3; rep++) {
+                for (int64_t i = 0; i < n; i++)
+                    src[i] = rng_normal() * (0.01f + (float)((i / 32 + rep) % 5)) +
+                             ((i / 256 + rep) % 2 ? 0.3f : 0.0f);
+                if (want[ti] == QE_TYPE_F32)
+                    memcpy(q, src, n * sizeof(float));
+                else if (want[ti] == QE_TYPE_F16)
+                    for (int64_t i = 0; i < n; i++)
+                        ((uint16_t *)q)[i] = qe_fp32_to_fp16(src[i]);
+                else if (want[ti] == QE_TYPE_BF16)
+                    for (int64_t i = 0; i < n; i++)
+                        ((uint16_t *)q)[i] = qe_fp32_to_bf16(src[i]);
+                else
+                    REQUIRE(tt->from_float_ref(src, q, n, NULL) == 0, "%s", tt->name);
+                tt->to_float(q, w, n);
+                for (int nx = 1; nx <= QE_ROW_DOT_MAX_X; nx++) {
+                    float out[QE_ROW_DOT_MAX_X];
+                    tt->row_dot(q, n, x, nx, nmax, out);
+                    for (int t = 0; t < nx; t++) {
+                        const float ref = qe_dot_f32(QE_ISA_AVX512, (int)n, x + t * nmax, w);
+                        CHECKF(memcmp(&ref, &out[t], sizeof ref) == 0,
+                               "%s n=%lld nx=%d t=%d: row_dot %.9g, to_float+dot %.9g", tt->name,
+                               (long long)n, nx, t, out[t], ref);
+                        n_checked++;
+                    }
+                }
+            }
+        }
+    }
+    CHECK(n_checked > 200);
+    /* below avx512 there are no fused kernels (the core falls back) */
+    if (qe_quant_set_simd_level("avx2") == 0)
+        CHECK(qe_type_get(QE_TYPE_Q8_0)->row_dot == NULL);
+    qe_quant_set_simd_level("avx512");
+    free(x);
+    free(src);
+    free(w);
+    free(q);
+}
+
 int main(void)
 {
     RUN(table_geometry);
@@ -984,6 +1057,7 @@ int main(void)
     RUN(low_bit_rows);
     RUN(low_bit_hand_blocks);
     RUN(simd_vs_ref);
+    RUN(row_dot_bits);
     RUN(llamacpp_rand_llama_requant);
     RUN(llamacpp_stories_requant);
     RUN(llamacpp_imatrix_requant);

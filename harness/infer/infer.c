@@ -985,6 +985,19 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int 
     const int n_in = w->n_in, isa = inf->isa;
     const uint8_t *src = w->data + (size_t)r0 * w->row_nbytes;
     if (t_gemm == 0) {
+        /* fused kernel: the same bits without the row buffer (simd_rowdot_avx512.c) */
+        const qe_row_dot_fn rd = isa == QE_ISA_AVX512 && n_in % 64 == 0 && T <= QE_ROW_DOT_MAX_X
+                                     ? w->tr->row_dot : NULL;
+        if (rd) {
+            float o[QE_ROW_DOT_MAX_X];
+            for (int r = 0; r < rows; r++) {
+                rd(src + (size_t)r * w->row_nbytes, n_in, x, T, ldx, o);
+                const float b = w->bias ? w->bias[r0 + r] : 0.0f;
+                for (int t = 0; t < T; t++)
+                    y[(size_t)t * ldy + r0 + r] = o[t] + b;
+            }
+            return;
+        }
         for (int r = 0; r < rows; r++) {
             w->tr->to_float(src + (size_t)r * w->row_nbytes, s->row, n_in);
             const float b = w->bias ? w->bias[r0 + r] : 0.0f;
