@@ -347,14 +347,17 @@ __attribute__((target("avx512f"))) static void transpose_avx512(int rows, int co
     for (int r0 = 0; r0 < r16; r0 += 16) {
         for (int c0 = 0; c0 < c16; c0 += 16) {
             __m512 a[16], b[16];
+#pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
                 a[i] = _mm512_loadu_ps(src + (size_t)(r0 + i) * lds + c0);
             /* stage 1: interleave rows pairwise (32-bit) */
+#pragma GCC unroll 8
             for (int i = 0; i < 16; i += 2) {
                 b[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
                 b[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
             }
             /* stage 2: 64-bit interleave of pairs of pairs */
+#pragma GCC unroll 4
             for (int i = 0; i < 16; i += 4) {
                 a[i] = _mm512_castpd_ps(
                     _mm512_unpacklo_pd(_mm512_castps_pd(b[i]), _mm512_castps_pd(b[i + 2])));
@@ -366,6 +369,7 @@ __attribute__((target("avx512f"))) static void transpose_avx512(int rows, int co
                     _mm512_unpackhi_pd(_mm512_castps_pd(b[i + 1]), _mm512_castps_pd(b[i + 3])));
             }
             /* stage 3: 128-bit lanes, groups of 4 rows 4 apart */
+#pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
                 b[i] = _mm512_shuffle_f32x4(a[i], a[i + 4], 0x88);
                 b[i + 4] = _mm512_shuffle_f32x4(a[i], a[i + 4], 0xdd);
@@ -373,12 +377,14 @@ __attribute__((target("avx512f"))) static void transpose_avx512(int rows, int co
                 b[i + 12] = _mm512_shuffle_f32x4(a[i + 8], a[i + 12], 0xdd);
             }
             /* stage 4: 128-bit lanes across the two row halves */
+#pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
                 a[i] = _mm512_shuffle_f32x4(b[i], b[i + 8], 0x88);
                 a[i + 8] = _mm512_shuffle_f32x4(b[i], b[i + 8], 0xdd);
                 a[i + 4] = _mm512_shuffle_f32x4(b[i + 4], b[i + 12], 0x88);
                 a[i + 12] = _mm512_shuffle_f32x4(b[i + 4], b[i + 12], 0xdd);
             }
+#pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
                 _mm512_storeu_ps(dst + (size_t)(c0 + i) * ldd + r0, a[i]);
         }
