@@ -80,7 +80,7 @@ typedef void (*qe_vec_dot_fn)(int64_t n, float *restrict s, const void *restrict
  * t < nx (<= QE_ROW_DOT_MAX_X), out[t] = one weight row of n elements (n a
  * multiple of 64) dotted with x + t*ldx, bitwise equal to to_float then
  * qe_dot_f32 at the AVX-512 level (the contract is in that file). */
-#define QE_ROW_DOT_MAX_X 2
+#define QE_ROW_DOT_MAX_X 4
 typedef void (*qe_row_dot_fn)(const void *restrict row, int64_t n, const float *restrict x,
                               int nx, int64_t ldx, float *restrict out);
 

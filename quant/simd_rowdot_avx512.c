@@ -458,10 +458,12 @@ INL void q6_K_impl(const void *row, int64_t n, const float *x, const int nx, int
     TGT static void T##_row_dot(const void *row, int64_t n, const float *x, int nx,       \
                                 int64_t ldx, float *out)                                  \
     {                                                                                     \
-        if (nx == 1)                                                                      \
-            T##_impl(row, n, x, 1, ldx, out);                                             \
-        else                                                                              \
-            T##_impl(row, n, x, 2, ldx, out);                                             \
+        switch (nx) {                                                                     \
+        case 1: T##_impl(row, n, x, 1, ldx, out); break;                                  \
+        case 2: T##_impl(row, n, x, 2, ldx, out); break;                                  \
+        case 3: T##_impl(row, n, x, 3, ldx, out); break;                                  \
+        default: T##_impl(row, n, x, 4, ldx, out); break;                                 \
+        }                                                                                 \
     }
 WRAP(f32)
 WRAP(f16)
