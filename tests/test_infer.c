@@ -426,6 +426,10 @@ TEST(determinism_threads_runs_batching)
     CHECKF(memcmp(a, b, nb) == 0, "1 vs 2 threads differ");
     CHECKF(memcmp(b, c, nb) == 0, "repeated runs differ");
     CHECKF(memcmp(b, d, nb) == 0, "n_batch 100 vs 37 differ");
+    /* runs of 10 tokens: the few-token prefill product (W . X^T, mm_tile) */
+    float *g = run_logits(m, tok, 100, 2, 10, false);
+    CHECKF(g && memcmp(b, g, nb) == 0, "n_batch 100 vs 10 differ");
+    free(g);
     /* decode (T <= QE_DECODE_MAX_T) uses lane-split dots: close, not bitwise */
     double worst = 0, range = 0;
     for (size_t i = 0; i < nb / 4; i++) {
