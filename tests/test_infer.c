@@ -260,7 +260,9 @@ static void ref_forward(const qe_model *m, const int32_t *tok, int n, double *ou
 TEST(gemm_isas_bit_identical)
 {
     static const int shapes[][3] = {{1, 1, 1},   {1, 32, 64}, {3, 17, 5},   {12, 32, 100},
-                                    {13, 33, 7}, {25, 70, 64}, {7, 5, 300}, {40, 96, 172}};
+                                    {13, 33, 7}, {25, 70, 64}, {7, 5, 300}, {40, 96, 172},
+                                    /* one or two rows, wide: the 8-vector kernel */
+                                    {1, 300, 40}, {2, 129, 33}, {2, 256, 9}};
     int n_isa_checked = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];

@@ -97,6 +97,48 @@ k512(const int mr, int nc, int K, const float *restrict A, int lda, const float 
     }
 }
 
+/* One or two rows of A (a sequence or two decoding with the prefill
+ * kernels) against up to NW512 columns: 8 column vectors per row give 8 or
+ * 16 independent FMA chains, where k512 would have 2 and wait on the FMA
+ * latency.  Same chains, same bits. */
+#define NW512 128
+__attribute__((target("avx512f"), always_inline)) static inline void
+k512_wide(const int mr, int nc, int K, const float *restrict A, int lda, const float *restrict B,
+          int ldb, float *restrict C, int ldc, bool accumulate)
+{
+    __m512 c[2][8];
+    __mmask16 m[8];
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; v++) {
+        const int left = nc - 16 * v;
+        m[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++)
+            c[i][v] = accumulate ? _mm512_maskz_loadu_ps(m[v], C + (size_t)i * ldc + 16 * v)
+                                 : _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m512 b[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++)
+            b[v] = _mm512_maskz_loadu_ps(m[v], B + (size_t)k * ldb + 16 * v);
+#pragma GCC unroll 2
+        for (int i = 0; i < mr; i++) {
+            const __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+#pragma GCC unroll 8
+            for (int v = 0; v < 8; v++)
+                c[i][v] = _mm512_fmadd_ps(a, b[v], c[i][v]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++)
+            _mm512_mask_storeu_ps(C + (size_t)i * ldc + 16 * v, m[v], c[i][v]);
+}
+
 #define K512_CASE(R)                                                                       \
     case R:                                                                                \
         k512(R, nc, K, A + (size_t)i * lda, lda, B + j, ldb, C + (size_t)i * ldc + j, ldc, \
@@ -107,6 +149,16 @@ __attribute__((target("avx512f"))) static void gemm_avx512(int M, int N, int K, 
                                                            int lda, const float *B, int ldb,
                                                            float *C, int ldc, bool accumulate)
 {
+    if (M <= 2 && N > NR512) {
+        for (int j = 0; j < N; j += NW512) {
+            const int nc = N - j < NW512 ? N - j : NW512;
+            if (M == 1)
+                k512_wide(1, nc, K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+            else
+                k512_wide(2, nc, K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+        }
+        return;
+    }
     for (int i = 0; i < M; i += MR512) {
         const int mr = M - i < MR512 ? M - i : MR512;
         for (int j = 0; j < N; j += NR512) {

@@ -83,7 +83,7 @@
 
 #define ATT_BLOCK 12          /* query tokens per attention work item */
 #define TILE_TARGET_NBYTES (256 * 1024) /* f32 weight tile kept in L2 */
-/* prefill kernels for at most this many tokens run W . X^T (mm_tile):
+/* prefill kernels for 3 to this many tokens run W . X^T (mm_tile):
  * 16 sequences decoding together +20 %, 32 +20 % (Qwen2.5-0.5B shape,
  * q8_0, 2 cores) */
 #define SWAP_MAX_T 32
@@ -1028,7 +1028,7 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int 
         return;
     }
     w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
-    if (t_gemm <= SWAP_MAX_T) {
+    if (t_gemm > 2 && t_gemm <= SWAP_MAX_T) {
         /* few tokens (sequences decoding together): Y^T = W . X^T, the
          * rows of W as the kernel's M and the tokens as its vector lanes,
          * so the tile is used as dequantized (no transpose of the weights,
