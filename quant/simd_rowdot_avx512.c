@@ -215,22 +215,35 @@ INL void q4_1_impl(const void *row, int64_t n, const float *x, const int nx, int
 INL void q5_0_impl(const void *row, int64_t n, const float *x, const int nx, int64_t ldx,
                      float *out)
 {
+    /* two blocks at a time in the byte domain: 64 values q - 16 in one
+     * vector (nibbles in element order, high bits from the 64-bit mask
+     * of both qh words), then widened 16 at a time */
     const qe_block_q5_0 *b = row;
-    const __m512i m4 = _mm512_set1_epi32(0xF), off = _mm512_set1_epi32(16);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    const __m512i order = _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
     acc a;
     acc_zero(&a, nx);
     for (int64_t k = 0; k < n; k += 64, b += 2) {
-        __m512 w[4];
-        for (int h = 0; h < 2; h++) {
-            const __m512 d = _mm512_set1_ps(h2f(b[h].d));
-            uint32_t qh;
-            memcpy(&qh, b[h].qh, 4);
-            __m512i q = ld16_u8(b[h].qs);
-            __m512i lo = _mm512_or_si512(_mm512_and_si512(q, m4), qh_bit4(qh, 0));
-            __m512i hi = _mm512_or_si512(_mm512_srli_epi32(q, 4), qh_bit4(qh, 16));
-            w[2 * h] = scaled(_mm512_sub_epi32(lo, off), d);
-            w[2 * h + 1] = scaled(_mm512_sub_epi32(hi, off), d);
-        }
+        const __m256i qs = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b[0].qs)),
+            _mm_loadu_si128((const __m128i *)b[1].qs), 1);
+        const __m256i lo = _mm256_and_si256(qs, m4);                         /* lo0 lo1 */
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);  /* hi0 hi1 */
+        const __m512i nib = _mm512_permutexvar_epi64(
+            order, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)); /* lo0 hi0 lo1 hi1 */
+        uint32_t h0, h1;
+        memcpy(&h0, b[0].qh, 4);
+        memcpy(&h1, b[1].qh, 4);
+        const __mmask64 clear = _cvtu64_mask64(~((uint64_t)h0 | (uint64_t)h1 << 32));
+        const __m512i v = _mm512_mask_sub_epi8(nib, clear, nib, sixteen); /* q - 16 */
+        const __m512 d0 = _mm512_set1_ps(h2f(b[0].d)), d1 = _mm512_set1_ps(h2f(b[1].d));
+        const __m512 w[4] = {
+            scaled(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(v)), d0),
+            scaled(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(v, 1)), d0),
+            scaled(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(v, 2)), d1),
+            scaled(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(v, 3)), d1),
+        };
         acc_64(&a, nx, w, x, ldx, k);
     }
     acc_finish(&a, nx, out);
