@@ -77,6 +77,48 @@ TGT static void q4_0_to_float_avx512(const void *restrict vx, float *restrict y,
     }
 }
 
+/* q5_0 / q5_1 block: the 32 5-bit values in element order as bytes
+ * (nibbles, then the high bits from qh as a byte mask): lo nibbles are
+ * elements 0..15, hi nibbles 16..31, qh bit j belongs to element j. */
+TGT static inline __m256i q5_bytes(const uint8_t qs[16], const uint8_t qh[4], int sub16)
+{
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    const __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i nib = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_and_si128(b, m4)), _mm_and_si128(_mm_srli_epi16(b, 4), m4), 1);
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    if (sub16) /* q5_0: (nibble | bit << 4) - 16 = nibble - 16 where the bit is clear */
+        return _mm256_mask_sub_epi8(nib, _cvtu32_mask32(~h), nib, _mm256_set1_epi8(16));
+    return _mm256_mask_add_epi8(nib, _cvtu32_mask32(h), nib, _mm256_set1_epi8(16));
+}
+
+TGT static void q5_0_to_float_avx512(const void *restrict vx, float *restrict y, int64_t k)
+{
+    const qe_block_q5_0 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++, y += 32) {
+        const __m512 d = _mm512_set1_ps(qe_h2f(x[i].d));
+        const __m256i v = q5_bytes(x[i].qs, x[i].qh, 1);
+        st_scaled(y, _mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)), d);
+        st_scaled(y + 16, _mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)), d);
+    }
+}
+
+TGT static void q5_1_to_float_avx512(const void *restrict vx, float *restrict y, int64_t k)
+{
+    const qe_block_q5_1 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++, y += 32) {
+        const __m512 d = _mm512_set1_ps(qe_h2f(x[i].d)), m = _mm512_set1_ps(qe_h2f(x[i].m));
+        const __m256i v = q5_bytes(x[i].qs, x[i].qh, 0);
+        /* reference: x*d + m */
+        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                                            _mm256_castsi256_si128(v))), d), m));
+        _mm512_storeu_ps(y + 16,
+                         _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                                         _mm256_extracti128_si256(v, 1))), d), m));
+    }
+}
+
 TGT static void iq4_nl_to_float_avx512(const void *restrict vx, float *restrict y, int64_t k)
 {
     const qe_block_iq4_nl *x = vx;
@@ -272,6 +314,8 @@ DOT_WRAP(bf16_dot_avx512, bf16_to_float_avx512, 1, 2)
 DOT_WRAP(q8_0_dot_avx512, q8_0_to_float_avx512, 32, sizeof(qe_block_q8_0))
 DOT_WRAP(q4_0_dot_avx512, q4_0_to_float_avx512, 32, sizeof(qe_block_q4_0))
 DOT_WRAP(iq4_nl_dot_avx512, iq4_nl_to_float_avx512, 32, sizeof(qe_block_iq4_nl))
+DOT_WRAP(q5_0_dot_avx512, q5_0_to_float_avx512, 32, sizeof(qe_block_q5_0))
+DOT_WRAP(q5_1_dot_avx512, q5_1_to_float_avx512, 32, sizeof(qe_block_q5_1))
 DOT_WRAP(q2_K_dot_avx512, q2_K_to_float_avx512, 256, sizeof(qe_block_q2_K))
 DOT_WRAP(q3_K_dot_avx512, q3_K_to_float_avx512, 256, sizeof(qe_block_q3_K))
 DOT_WRAP(q4_K_dot_avx512, q4_K_to_float_avx512, 256, sizeof(qe_block_q4_K))
@@ -580,6 +624,8 @@ void qe_register_avx512(qe_type_traits *tab)
     SET(QE_TYPE_Q8_0, q8_0_to_float_avx512, q8_0_dot_avx512);
     SET(QE_TYPE_Q4_0, q4_0_to_float_avx512, q4_0_dot_avx512);
     SET(QE_TYPE_IQ4_NL, iq4_nl_to_float_avx512, iq4_nl_dot_avx512);
+    SET(QE_TYPE_Q5_0, q5_0_to_float_avx512, q5_0_dot_avx512);
+    SET(QE_TYPE_Q5_1, q5_1_to_float_avx512, q5_1_dot_avx512);
     SET(QE_TYPE_Q2_K, q2_K_to_float_avx512, q2_K_dot_avx512);
     SET(QE_TYPE_Q3_K, q3_K_to_float_avx512, q3_K_dot_avx512);
     SET(QE_TYPE_Q4_K, q4_K_to_float_avx512, q4_K_dot_avx512);

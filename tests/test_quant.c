@@ -736,7 +736,7 @@ TEST(simd_vs_ref)
     }
     static const int hot[] = {QE_TYPE_F16,  QE_TYPE_BF16, QE_TYPE_Q8_0, QE_TYPE_Q4_0,
                               QE_TYPE_Q4_K, QE_TYPE_Q5_K, QE_TYPE_Q6_K, QE_TYPE_Q2_K,
-                              QE_TYPE_Q3_K, QE_TYPE_IQ4_NL};
+                              QE_TYPE_Q3_K, QE_TYPE_IQ4_NL, QE_TYPE_Q5_0, QE_TYPE_Q5_1};
     char saved[16];
     snprintf(saved, sizeof saved, "%s", qe_quant_simd_level());
     for (int li = 0; li < 2; li++) {

@@ -201,6 +201,7 @@ struct qe_infer {
     float *hb, *hb2;     /* (n_batch, max(n_ff, n_ff_exp, n_ff_shexp)) */
 
     size_t tile_cap; /* floats per tile buffer */
+    float *xt;       /* (SWAP_MAX_T, n_in_max) a job's activations transposed (mm_run) */
     qe_thread_scratch *scratch; /* (max_threads) */
     uint64_t alloc_nbytes;
 };
@@ -787,6 +788,11 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
     inf->tile_cap = TILE_TARGET_NBYTES / sizeof(float);
     if (inf->tile_cap < (size_t)32 * n_in_max)
         inf->tile_cap = (size_t)32 * n_in_max;
+    inf->xt = xcalloc(inf, (size_t)SWAP_MAX_T * n_in_max, sizeof(float));
+    if (!inf->xt) {
+        rc = qe_err_set(err, QE_ENOMEM, "out of memory");
+        goto fail;
+    }
     inf->scratch = xcalloc(inf, (size_t)inf->max_threads, sizeof *inf->scratch);
     if (!inf->scratch) {
         rc = qe_err_set(err, QE_ENOMEM, "out of memory");
@@ -864,6 +870,7 @@ void qe_infer_free(qe_infer *inf)
     free(inf->v);
     free(inf->hb);
     free(inf->hb2);
+    free(inf->xt);
     if (inf->scratch) {
         for (int t = 0; t < inf->max_threads; t++) {
             free(inf->scratch[t].tile);
@@ -998,8 +1005,8 @@ static int tile_rows(const qe_infer *inf, const qe_wt *w, int t_gemm)
  * row at a time into an L1-sized buffer, lane-split dot (qe_dot_f32), so
  * the weights stream from memory once and nothing tile-sized is written.
  */
-static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int T, int t_gemm,
-                    float *y, int ldy, int r0, int rows, int tid)
+static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, const float *xt,
+                    int T, int t_gemm, float *y, int ldy, int r0, int rows, int tid)
 {
     qe_thread_scratch *s = &inf->scratch[tid];
     const int n_in = w->n_in, isa = inf->isa;
@@ -1042,8 +1049,11 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, int 
          * which costs more than the product at this size).  Every output is
          * the same sequential FMA chain over k, so the bits are those of
          * the branch below. */
-        float *xt = s->pack, *yt = s->pack + (size_t)n_in * t_gemm; /* (n_in, T), (rows, T) */
-        qe_transpose_f32(isa, t_gemm, n_in, x, ldx, xt, t_gemm);
+        float *yt = s->pack + (size_t)n_in * t_gemm; /* (rows, T) */
+        if (!xt) { /* X^T (n_in, T), unless the job made it once for all tiles */
+            qe_transpose_f32(isa, t_gemm, n_in, x, ldx, s->pack, t_gemm);
+            xt = s->pack;
+        }
         qe_gemm_f32(isa, rows, t_gemm, n_in, s->tile, n_in, xt, t_gemm, yt, t_gemm, false);
         qe_transpose_f32(isa, rows, t_gemm, yt, t_gemm, y + r0, ldy);
     } else {
@@ -1073,6 +1083,8 @@ typedef struct mm_job {
     int n_tiles[3];
     const float *x; /* (T, ldx) */
     int ldx, T;
+    const float *xt; /* (n_in, t_gemm): x's prefill rows transposed once for all tiles
+                        (mm_run sets it when the tiles run W . X^T), or NULL */
     const char *name[3]; /* weight names, for errors */
     int t_gemm;    /* rows 0..t_gemm-1 take the prefill kernels, the others the decode
                       kernels (gemm_rows(T) for one sequence; a batch's segments decide:
@@ -1132,10 +1144,10 @@ static void mm_item(void *ctx, int item, int tid)
     const qe_wt *w = J->w[j];
     const int r0 = item * J->R[j];
     const int rows = w->n_out - r0 < J->R[j] ? w->n_out - r0 : J->R[j];
-    mm_tile(J->inf, w, J->x, J->ldx, J->T, J->t_gemm, J->y[j], J->ldy[j], r0, rows, tid);
+    mm_tile(J->inf, w, J->x, J->ldx, J->xt, J->T, J->t_gemm, J->y[j], J->ldy[j], r0, rows, tid);
     if (J->swiglu)
-        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->T, J->t_gemm, J->y[1], J->ldy[1], r0, rows,
-                tid);
+        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->xt, J->T, J->t_gemm, J->y[1], J->ldy[1], r0,
+                rows, tid);
     if (j == 0)
         mm_epilogue(J, r0, rows);
 }
@@ -1211,6 +1223,14 @@ static int mm_run(mm_job *J, qe_err *err)
     }
     if (J->swiglu)
         n_items = J->n_tiles[0];
+    const int n_in = J->w[0]->n_in;
+    bool same_in = true;
+    for (int j = 1; j < J->n_w; j++)
+        same_in = same_in && J->w[j]->n_in == n_in;
+    if (J->t_gemm > 2 && J->t_gemm <= SWAP_MAX_T && same_in && n_items > 1) {
+        qe_transpose_f32(J->inf->isa, J->t_gemm, n_in, J->x, J->ldx, J->inf->xt, J->t_gemm);
+        J->xt = J->inf->xt;
+    }
     run_job(J->inf, work, n_items, mm_item, J);
     return 0;
 }
