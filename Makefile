@@ -1,4 +1,4 @@
-# qeval: one Makefile.  Targets: all test asan bench demo fuzz clean.
+# qeval: one Makefile.  Targets: all test asan bench bench-peer demo fuzz clean.
 #
 # Libraries come through pkg-config (sqlite3, libcjson, libpcre2-8) plus
 # OpenMP.  -Werror is on when CI=true (set by CI runners) or WERROR=1.
@@ -41,7 +41,7 @@ BENCH_BIN := $(BENCH_SRC:tests/%.c=$(BUILD)/bench/%)
 QEVAL_ASSETS ?= ../shared
 export QEVAL_ASSETS
 
-.PHONY: all test asan bench demo fuzz clean assets tests-build deps
+.PHONY: all test asan bench bench-peer demo fuzz clean assets tests-build deps
 
 all: qeval
 
@@ -96,6 +96,16 @@ tests-asan: qeval-asan $(TEST_BIN) assets
 
 bench: qeval $(BENCH_BIN) assets
 	@QEVAL_BIN=$(CURDIR)/qeval scripts/bench.sh $(BENCH_BIN)
+	@if [ -n "$(LLAMACPP_DIR)" ]; then \
+	    QEVAL_BIN=$(CURDIR)/qeval scripts/bench-peer.sh $(BENCH_PEER_ARGS); \
+	else \
+	    echo "bench: set LLAMACPP_DIR=<llama.cpp build> for decode speed side by side with llama-bench (make bench-peer)"; \
+	fi
+
+# decode speed side by side with llama.cpp on the same files (LLAMACPP_DIR:
+# a llama.cpp build; BENCH_PEER_ARGS: e.g. --models qwen --reps 3)
+bench-peer: qeval $(BUILD)/bench/bench_memory assets
+	@QEVAL_BIN=$(CURDIR)/qeval scripts/bench-peer.sh $(BENCH_PEER_ARGS)
 
 # End to end on the default model and data (see README).
 demo: qeval assets

@@ -291,8 +291,9 @@ static int gen_step(lm_impl *im, const float *row, gen_text *g, int n_gen, int m
  * own prompt and the prefix, and the core's logits do not depend on the
  * companions of a run (infer.h), so the texts are the same for any
  * parallel and thread count.  Every run takes the prefill kernels (one
- * dequantized weight tile applied to all sequences in flight: about twice
- * the decode kernels' aggregate speed at 16 sequences).
+ * dequantized weight tile applied to all sequences in flight, W . X^T:
+ * about 1.7x the decode kernels' aggregate speed at 16 sequences, 3.5x
+ * llama.cpp's single-stream decode on the Qwen2.5-0.5B shape).
  */
 static int li_generate_many(qe_lm *lm, const int32_t *const *prompts, const size_t *n_prompts,
                             size_t n_req, int max_tokens, const char *const *until, int n_until,

@@ -32,10 +32,15 @@
  * one with the SwiGLU fused per tile, o and down add the residual per
  * tile).  Prefill: a thread dequantizes its tile (traits table to_float)
  * into scratch, transposes it to k-major and applies it to all T tokens
- * with qe_gemm_f32 (every output one sequential FMA chain over k).
- * Decode (T <= QE_DECODE_MAX_T): one weight row at a time is dequantized
- * into an L1-sized buffer and dotted with the token (qe_dot_f32, lanes
- * split over k): nothing tile-sized is written, the weights stream once.
+ * with qe_gemm_f32 (every output one sequential FMA chain over k); for 3
+ * to SWAP_MAX_T tokens (sequences decoding together) it computes
+ * Y^T = W . X^T instead, the tile as dequantized and the tokens as vector
+ * lanes (the same chains, no weight transpose).
+ * Decode (T <= QE_DECODE_MAX_T): each weight row is streamed once through
+ * the type's fused dequantize-and-dot kernel (traits row_dot, AVX-512:
+ * bitwise equal to dequantizing the row and qe_dot_f32, lanes split over
+ * k), a few rows ahead of a software prefetch, each thread on long runs of
+ * rows; without row_dot the row is dequantized into an L1 buffer first.
  * Threads come from a persistent pool (pool.h: short spin, then sleep; no
  * OpenMP barriers spinning on a shared machine).  Attention runs per
  * (head, block of query tokens), per-token ops per token.  No dot product
