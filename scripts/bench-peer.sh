@@ -47,7 +47,7 @@ status=0
 declare -A key=([smollm]=smollm-135m [qwen]=qwen2.5-0.5b)
 med() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 echo "bench-peer: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "bench-peer: llama.cpp $("$LL/llama-bench" --version 2>&1 | head -1)"
+echo "bench-peer: llama.cpp binaries from $LL"
 printf "%-13s %-7s %8s %12s %11s %7s %16s %7s\n" model type "file MB" "llama tg64" "qeval t/s" ratio \
     "qeval x$parallel agg" "x llama"
 for m in ${models//,/ }; do
@@ -79,7 +79,7 @@ for m in ${models//,/ }; do
         q=$(printf '%s\n' "${qa[@]}" | grep . | med)
         p=$(printf '%s\n' "${pa[@]:-}" | grep . | med)
         [ "$l" = - ] || [ "$q" = - ] && status=1
-        mb=$(awk -v s="$(stat -c %s "$f")" 'BEGIN { printf "%.1f", s / 1e6 }')
+        mb=$(awk -v s="$(stat -L -c %s "$f")" 'BEGIN { printf "%.1f", s / 1e6 }')
         printf "%-13s %-7s %8s %12s %11s %7s %16s %7s\n" "$name" "$t" "$mb" "$l" "$q" \
             "$(awk -v a="$q" -v b="$l" 'BEGIN { if (b + 0 > 0) printf "%.2fx", a / b; else print "-" }')" \
             "${p:--}" "$(awk -v a="$p" -v b="$l" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "-" }')"
