@@ -34,6 +34,9 @@
 
 
 #define TASK_SLICES 4
+/* Generation tasks: at least this many items per unit, so a unit fills the
+ * default 16 sequence slots (qe_lm_default_parallel) */
+#define GEN_SLICE_ITEMS 16
 
 /* A progress note on stderr ("qeval run: ..."), silent under QEVAL_QUIET=1. */
 __attribute__((format(printf, 1, 2))) static void note(const char *fmt, ...)
@@ -756,6 +759,13 @@ static int setup_tasks(runner *r, qe_err *err)
         long long n_items = lim > 0 && lim < (long long)ts->t->docs.n ? lim
                                                                      : (long long)ts->t->docs.n;
         ts->n_slices = n_items < TASK_SLICES ? (n_items > 0 ? (int)n_items : 1) : TASK_SLICES;
+        const int ot = ts->t->output_type;
+        if (ot == QE_OUT_GENERATE || ot == QE_OUT_CODE_EXEC || ot == QE_OUT_EXACT_OUTPUT) {
+            /* generation batches the items of a unit: keep GEN_SLICE_ITEMS or more per
+             * unit (a fixed count, not --parallel, which must not change the run key) */
+            long long k = n_items / GEN_SLICE_ITEMS;
+            ts->n_slices = k < 1 ? 1 : k > TASK_SLICES ? TASK_SLICES : (int)k;
+        }
         char version[16], protocol[160];
         snprintf(version, sizeof version, "%d", ts->t->version);
         /* through a chat template: its sha256 names the task row of every sample */
