@@ -763,8 +763,8 @@ static int setup_tasks(runner *r, qe_err *err)
         if (ot == QE_OUT_GENERATE || ot == QE_OUT_CODE_EXEC || ot == QE_OUT_EXACT_OUTPUT) {
             /* generation batches the items of a unit: keep GEN_SLICE_ITEMS or more per
              * unit (a fixed count, not --parallel, which must not change the run key) */
-            long long k = n_items / GEN_SLICE_ITEMS;
-            ts->n_slices = k < 1 ? 1 : k > TASK_SLICES ? TASK_SLICES : (int)k;
+            const long long g = n_items / GEN_SLICE_ITEMS;
+            ts->n_slices = g < 1 ? 1 : g > TASK_SLICES ? TASK_SLICES : (int)g;
         }
         char version[16], protocol[160];
         snprintf(version, sizeof version, "%d", ts->t->version);
