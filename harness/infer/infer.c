@@ -1024,8 +1024,8 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, cons
             for (int r = 0; r < rows; r++) {
                 if (r + PF_ROWS < rows) { /* the stream runs ahead of the hardware's */
                     const uint8_t *pf = src + (size_t)(r + PF_ROWS) * w->row_nbytes;
-                    for (size_t b = 0; b < w->row_nbytes; b += 64)
-                        _mm_prefetch((const char *)pf + b, _MM_HINT_T0);
+                    for (size_t off = 0; off < w->row_nbytes; off += 64)
+                        _mm_prefetch((const char *)pf + off, _MM_HINT_T0);
                 }
                 const float b = w->bias ? w->bias[r0 + r] : 0.0f;
                 /* tokens in groups: each token's bits are those of a group of one */
