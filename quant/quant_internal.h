@@ -190,7 +190,7 @@ extern const int8_t qe_kvalues_iq4nl[16];
 /* ---- helpers -------------------------------------------------------- */
 
 /* Exact binary16 -> binary32 (inline twin of qe_fp16_to_fp32). */
-static inline __attribute__((always_inline)) float qe_h2f(qe_half h)
+static inline float qe_h2f(qe_half h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -228,8 +228,10 @@ static inline bool qe_all_finite(const float *x, int64_t n)
 
 /* The 6-bit scale *d and min *m of 32-weight sub-block j (0..7) of a
  * q4_K/q5_K block's 12 packed scale bytes q (GGUF layout). */
-static inline __attribute__((always_inline)) void qe_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,
-                                   uint8_t *restrict m)
+/* always_inline: simd_rowdot_avx512.c (O3) calls it, and GCC does not inline
+ * an -O2 function into an O3 one */
+static inline __attribute__((always_inline)) void
+qe_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d, uint8_t *restrict m)
 {
     if (j < 4) {
         *d = q[j] & 63;

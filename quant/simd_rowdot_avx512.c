@@ -25,14 +25,14 @@
 
 /* Full unrolling of the small fixed loops (nx, 4 accumulators) keeps every
  * accumulator and weight vector in a register; at -O2 GCC keeps them in
- * stack arrays and decode runs at half speed.  The helpers it uses
- * from quant_internal.h (qe_scale_min_k4) are always_inline: GCC does not inline -O2
- * functions into O3 ones, and a call spills every register. */
+ * stack arrays and decode runs at half speed.  The one helper used from
+ * quant_internal.h, qe_scale_min_k4, is always_inline: GCC does not inline
+ * -O2 functions into O3 ones, and a call spills every register. */
 #pragma GCC optimize("O3")
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-/* The kernel bodies take nx as a constant (WRAP below instantiates 1 and
- * 2), so the accumulators live in registers. */
+/* The kernel bodies take nx as a constant (WRAP below instantiates 1 to
+ * 4), so the accumulators live in registers. */
 #define INL TGT static inline __attribute__((always_inline))
 
 /* The accumulators of up to QE_ROW_DOT_MAX_X activation vectors. */

@@ -73,14 +73,8 @@ static int generate_parallel(qe_infer *inf, const qe_model *m, const int32_t *id
     for (int s = 1; s < B; s++)
         memcpy(logits + (size_t)s * n_vocab, logits, (size_t)n_vocab * sizeof(float));
     while (n < n_max) {
-        for (int s = 0; s < B; s++) {
-            const float *row = logits + (size_t)s * n_vocab;
-            int32_t best = 0;
-            for (int v = 1; v < n_vocab; v++)
-                if (row[v] > row[best])
-                    best = v;
-            last[s] = best;
-        }
+        for (int s = 0; s < B; s++)
+            last[s] = qe_infer_argmax(logits + (size_t)s * n_vocab, n_vocab);
         if (!ignore_eos && m->tok && qe_tokenizer_is_eog(m->tok, last[0]))
             break;
         gen[n++] = last[0];

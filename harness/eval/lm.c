@@ -175,10 +175,7 @@ static int li_generate(qe_lm *lm, const int32_t *prompt, size_t n_prompt, int ma
     out[0] = '\0';
     const float *row = im->logits;
     for (int t = 0; t < max_tokens; t++) {
-        int32_t best = 0;
-        for (int v = 1; v < im->n_vocab; v++)
-            if (row[v] > row[best])
-                best = v;
+        int32_t best = qe_infer_argmax(row, im->n_vocab);
         if (qe_tokenizer_is_eog(im->m->tok, best))
             break;
         char piece[256];
@@ -254,10 +251,7 @@ static int text_add(gen_text *g, const char *piece, int k)
 static int gen_step(lm_impl *im, const float *row, gen_text *g, int n_gen, int max_tokens,
                     const char *const *until, int n_until, int n_past, int n_ctx, int32_t *tok)
 {
-    int32_t best = 0;
-    for (int v = 1; v < im->n_vocab; v++)
-        if (row[v] > row[best])
-            best = v;
+    const int32_t best = qe_infer_argmax(row, im->n_vocab);
     if (qe_tokenizer_is_eog(im->m->tok, best))
         return 1;
     char piece[256];

@@ -13,7 +13,7 @@
 #include "../model/tokenizer.h"
 #include "infer.h"
 
-static int32_t argmax(const float *v, int n)
+int32_t qe_infer_argmax(const float *v, int n)
 {
     int32_t best = 0;
     for (int i = 1; i < n; i++)
@@ -61,7 +61,7 @@ int qe_infer_generate_greedy_timed(qe_infer *inf, const int32_t *prompt, int n_p
     if (prompt_s)
         *prompt_s = qe_now() - t0;
     while (n < n_max) {
-        int32_t tok = argmax(logits, n_vocab);
+        int32_t tok = qe_infer_argmax(logits, n_vocab);
         if (!ignore_eog && m && m->tok && qe_tokenizer_is_eog(m->tok, tok))
             break;
         gen[n++] = tok;

@@ -1003,12 +1003,19 @@ static int tile_rows(const qe_infer *inf, const qe_wt *w, int t_gemm)
     return r;
 }
 
+/* Does a prefill product of t_gemm tokens run as W . X^T (mm_tile)? */
+static bool few_tokens(int t_gemm)
+{
+    return t_gemm > 2 && t_gemm <= SWAP_MAX_T;
+}
+
 /*
  * y[t][r0..r0+rows) = x[t] . W[r0..r0+rows)^T (+ bias) for t < T.
  * Prefill: dequantize the tile once, transpose it to k-major and apply it
- * to all T tokens (qe_gemm_f32: one FMA chain per element).  Decode: one
- * row at a time into an L1-sized buffer, lane-split dot (qe_dot_f32), so
- * the weights stream from memory once and nothing tile-sized is written.
+ * to all T tokens (qe_gemm_f32: one FMA chain per element), or for few
+ * tokens apply it as dequantized to X^T.  Decode: row by row through the
+ * type's fused row_dot (or an L1-sized row buffer and qe_dot_f32), so the
+ * weights stream from memory once and nothing tile-sized is written.
  */
 static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, const float *xt,
                     int T, int t_gemm, float *y, int ldy, int r0, int rows, int tid)
@@ -1047,7 +1054,7 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, cons
         return;
     }
     w->tr->to_float(src, s->tile, (int64_t)rows * n_in);
-    if (t_gemm > 2 && t_gemm <= SWAP_MAX_T) {
+    if (few_tokens(t_gemm)) {
         /* few tokens (sequences decoding together): Y^T = W . X^T, the
          * rows of W as the kernel's M and the tokens as its vector lanes,
          * so the tile is used as dequantized (no transpose of the weights,
@@ -1232,7 +1239,7 @@ static int mm_run(mm_job *J, qe_err *err)
     bool same_in = true;
     for (int j = 1; j < J->n_w; j++)
         same_in = same_in && J->w[j]->n_in == n_in;
-    if (J->t_gemm > 2 && J->t_gemm <= SWAP_MAX_T && same_in && n_items > 1) {
+    if (few_tokens(J->t_gemm) && same_in && n_items > 1) {
         qe_transpose_f32(J->inf->isa, J->t_gemm, n_in, J->x, J->ldx, J->inf->xt, J->t_gemm);
         J->xt = J->inf->xt;
     }

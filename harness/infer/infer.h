@@ -102,6 +102,9 @@ int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *er
  * at end-of-generation tokens.  *out malloc'd (caller frees). */
 int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,
                              int32_t **out, int *n_out, qe_err *err);
+/* Greedy pick: the index of the largest of v[0..n-1], the first one on
+ * ties (as llama.cpp's greedy sampler). */
+int32_t qe_infer_argmax(const float *v, int n);
 /* As qe_infer_generate_greedy; ignore_eog: keep going past end-of-generation
  * tokens (speed measurements); *prompt_s (if set): seconds of the prompt
  * prefill, so the caller can tell prefill from decode speed. */
