@@ -973,7 +973,7 @@ TEST(llamacpp_imatrix_requant)
 }
 
 /* Decode's fused kernels (row_dot, avx512 level): bitwise equal to
- * to_float then qe_dot_f32(avx512), for one and two activation vectors,
+ * to_float then qe_dot_f32(avx512), for 1 .. QE_ROW_DOT_MAX_X activation vectors,
  * every type that has one, lengths of 64 .. 4864 (the shapes' rows), rows
  * quantized from mixed-scale data (so scales, mins and high bits vary). */
 TEST(row_dot_bits)
@@ -988,11 +988,12 @@ TEST(row_dot_bits)
                                QE_TYPE_Q5_K, QE_TYPE_Q6_K};
     static const int64_t lens[] = {64, 256, 576, 896, 1536, 4864};
     const int64_t nmax = 4864;
-    float *x = malloc(2 * nmax * sizeof(float)), *src = malloc(nmax * sizeof(float));
+    float *x = malloc(QE_ROW_DOT_MAX_X * nmax * sizeof(float));
+    float *src = malloc(nmax * sizeof(float));
     float *w = malloc(nmax * sizeof(float));
     uint8_t *q = malloc(nmax * 4 + 64);
     REQUIRE(x && src && w && q, "alloc");
-    for (int64_t i = 0; i < 2 * nmax; i++)
+    for (int64_t i = 0; i < QE_ROW_DOT_MAX_X * nmax; i++)
         x[i] = rng_normal() * (i % 7 == 0 ? 10.0f : 1.0f);
     int n_checked = 0;
     for (size_t ti = 0; ti < sizeof want / sizeof want[0]; ti++) {
