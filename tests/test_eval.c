@@ -379,6 +379,22 @@ TEST(teacher_forced_divergence)
     CHECK(sum > 0);
     fprintf(stdout, "  Q4_K_M teacher-forced on 40 tokens: KLD %.5f, top-1 %d/40, first "
             "disagreement at %d\n", sum / 40, same, first);
+    /* the vocabulary folded in slices of 100 columns (the last one short),
+     * 7 columns (argmax and rescaling across many slices), then all again */
+    const int slices[3] = {100, 7, 0};
+    for (int s = 0; s < 3; s++) {
+        qe_tf_item is;
+        qe_tf_set_slice(tf, slices[s]);
+        REQUIRE(qe_tf_score(tf, ctx, 6, cont, 40, &is, &e) == 0, "%s", e.msg);
+        double me = 0;
+        for (int t = 0; t < 40; t++)
+            me = fmax(me, fabs((double)is.kld[t] - it.kld[t]) / (1e-12 + it.kld[t]));
+        CHECKF(me < 1e-6 && fabs(is.kld_sum - it.kld_sum) <= 1e-12 * it.kld_sum &&
+               is.n_top1_same == it.n_top1_same && is.first_diff == it.first_diff,
+               "slice %d: per-token error %g, sum %.17g vs %.17g, top1 %d/%d", slices[s], me,
+               is.kld_sum, it.kld_sum, is.n_top1_same, it.n_top1_same);
+        free(is.kld);
+    }
     free(it.kld);
     /* a window of 16 positions: 6 context ids leave room to score 11 */
     qe_tf_free(tf);

@@ -655,8 +655,8 @@ TEST(llamacpp_numerics_deterministic_and_close)
 /*
  * Deferred logits (qe_infer_eval_defer + qe_infer_logits, how ppl/KLD
  * bound their logit memory for big vocabularies): blocks of more than
- * QE_DECODE_MAX_T rows, in any order, give the same bits as qe_infer_eval;
- * out-of-range rows and a new eval are refused / invalidate.
+ * QE_DECODE_MAX_T rows, in any order, and slices of vocabulary columns
+ * give the same bits as qe_infer_eval; out-of-range rows and a new eval are refused / invalidate.
  */
 TEST(deferred_logits_blocks_bit_identical)
 {
@@ -681,6 +681,21 @@ TEST(deferred_logits_blocks_bit_identical)
         CHECKF(qe_infer_logits(inf, cut[b], cut[b + 1] - cut[b], blk + cut[b] * nv, &err) == 0,
                "%s", err.msg);
     CHECK(memcmp(full, blk, rows * nv * 4) == 0);
+    /* vocabulary columns (qe_infer_logits_cols): slices of 200, 200 and
+     * the rest of all rows, and of 3 rows, equal the full rows' columns */
+    for (int rr = 0; rr < 2; rr++) {
+        const int r0 = rr ? 30 : 0, nr = rr ? 3 : (int)rows;
+        for (int v0 = 0; v0 < (int)nv; v0 += 200) {
+            const int nc = (int)nv - v0 < 200 ? (int)nv - v0 : 200;
+            CHECKF(qe_infer_logits_cols(inf, r0, nr, v0, nc, blk, &err) == 0, "%s", err.msg);
+            bool eq = true;
+            for (int r = 0; r < nr; r++)
+                eq = eq && memcmp(blk + (size_t)r * nc, full + (r0 + r) * nv + v0, nc * 4) == 0;
+            CHECKF(eq, "rows %d+%d, columns %d+%d", r0, nr, v0, nc);
+        }
+    }
+    CHECK(qe_infer_logits_cols(inf, 0, 4, 500, 13, blk, &err) == QE_EINVAL &&
+          strstr(err.msg, "columns")); /* past the vocabulary */
     CHECK(qe_infer_logits(inf, 50, 7, blk, &err) == QE_EINVAL); /* past the deferred rows */
     qe_infer_rewind(inf, 0);
     CHECK(qe_infer_eval(inf, tok, 8, 0, full, &err) == 0);

@@ -5,21 +5,34 @@
 #include "teacher.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../infer/infer.h"
 #include "../model/model.h"
 
-/* Logit rows per block: 32 MiB of f32 per model, at least 16 rows. */
-#define TF_BLOCK_BYTES (32u << 20)
+/* Logits held per model: the rows to score times a slice of the
+ * vocabulary (at least 256 columns), 64 MiB of f32. */
+#define TF_SLICE_BYTES (64u << 20)
+
+/* Running log-sum-exp state of one scored position over vocab slices
+ * (double): maxima m, sums s = sum exp(l - m), w = sum exp(lr - mr) (lr - lc),
+ * and the first argmax of each model. */
+typedef struct tf_row {
+    double mr, sr, wr, mc, sc;
+    float br, bc;
+    int ir, ic;
+} tf_row;
 
 struct qe_tf {
     qe_infer *ref, *cand;
-    int n_ctx, n_vocab;
-    int32_t *tokens;      /* (n_ctx) */
-    float *lr, *lc;       /* (block_rows + QE_DECODE_MAX_T, n_vocab) */
-    int block_rows;
+    int n_ctx, n_vocab, n_threads;
+    int32_t *tokens; /* (n_ctx) */
+    float *lr, *lc;  /* (cap) logits of a slice, rows x columns */
+    size_t cap;
+    tf_row *rows;    /* (n_ctx) */
+    int slice;       /* qe_tf_set_slice: columns per slice, 0 = as cap allows */
 };
 
 qe_tf *qe_tf_new(const qe_model *ref, const qe_model *cand, int n_ctx, int n_threads,
@@ -37,16 +50,19 @@ qe_tf *qe_tf_new(const qe_model *ref, const qe_model *cand, int n_ctx, int n_thr
     }
     tf->n_ctx = n_ctx > 0 ? n_ctx : 512;
     tf->n_vocab = ref->cfg.n_vocab;
+    tf->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
     qe_infer_opts io = {.n_ctx = tf->n_ctx, .n_threads = n_threads, .n_batch = tf->n_ctx};
-    size_t b = TF_BLOCK_BYTES / ((size_t)tf->n_vocab * sizeof(float));
-    tf->block_rows = b < 16 ? 16 : b > (size_t)tf->n_ctx ? tf->n_ctx : (int)b;
-    size_t rows = (size_t)tf->block_rows + QE_DECODE_MAX_T;
+    /* every row times >= 256 columns, all columns when they fit */
+    size_t cols = TF_SLICE_BYTES / sizeof(float) / (size_t)tf->n_ctx;
+    cols = cols < 256 ? 256 : cols > (size_t)tf->n_vocab ? (size_t)tf->n_vocab : cols;
+    tf->cap = cols * (size_t)tf->n_ctx;
     if (!(tf->ref = qe_infer_new(ref, &io, err)) || !(tf->cand = qe_infer_new(cand, &io, err)))
         goto fail;
     tf->tokens = malloc((size_t)tf->n_ctx * sizeof *tf->tokens);
-    tf->lr = malloc(rows * (size_t)tf->n_vocab * sizeof(float));
-    tf->lc = malloc(rows * (size_t)tf->n_vocab * sizeof(float));
-    if (!tf->tokens || !tf->lr || !tf->lc) {
+    tf->lr = malloc(tf->cap * sizeof(float));
+    tf->lc = malloc(tf->cap * sizeof(float));
+    tf->rows = malloc((size_t)tf->n_ctx * sizeof *tf->rows);
+    if (!tf->tokens || !tf->lr || !tf->lc || !tf->rows) {
         qe_err_set(err, QE_ENOMEM, "teacher forcing: out of memory");
         goto fail;
     }
@@ -65,32 +81,60 @@ void qe_tf_free(qe_tf *tf)
     free(tf->tokens);
     free(tf->lr);
     free(tf->lc);
+    free(tf->rows);
     free(tf);
 }
 
-/* KL(r || c) of two logit rows, exact (double log-softmax), and whether
- * their argmaxes agree. */
-static double row_kld(const float *lr, const float *lc, int nv, int *same)
+void qe_tf_set_slice(qe_tf *tf, int cols)
 {
+    tf->slice = cols > 0 ? cols : 0;
+}
+
+/* Fold one slice (nv columns) of a position's two logit rows into its
+ * running state.  Maxima first, so every exp is of a value <= 0; the
+ * earlier sums are rescaled when a maximum rises. */
+static void row_fold(tf_row *st, const float *lr, const float *lc, int nv, int v0)
+{
+    float br = lr[0], bc = lc[0];
     int ir = 0, ic = 0;
     for (int i = 1; i < nv; i++) {
-        if (lr[i] > lr[ir])
-            ir = i;
-        if (lc[i] > lc[ic])
-            ic = i;
+        if (lr[i] > br)
+            br = lr[i], ir = i;
+        if (lc[i] > bc)
+            bc = lc[i], ic = i;
     }
-    double mr = lr[ir], mc = lc[ic], sr = 0, sc = 0;
+    if (v0 == 0 || br > st->br) /* the first argmax over the whole row */
+        st->br = br, st->ir = v0 + ir;
+    if (v0 == 0 || bc > st->bc)
+        st->bc = bc, st->ic = v0 + ic;
+    if (v0 == 0) {
+        st->mr = br, st->mc = bc;
+        st->sr = st->wr = st->sc = 0;
+    }
+    if (br > st->mr) {
+        const double f = exp(st->mr - br);
+        st->sr *= f, st->wr *= f, st->mr = br;
+    }
+    if (bc > st->mc) {
+        st->sc *= exp(st->mc - bc);
+        st->mc = bc;
+    }
+    double sr = st->sr, wr = st->wr, sc = st->sc;
+    const double mr = st->mr, mc = st->mc;
     for (int i = 0; i < nv; i++) {
-        sr += exp((double)lr[i] - mr);
+        const double e = exp((double)lr[i] - mr);
+        sr += e;
+        wr += e * ((double)lr[i] - (double)lc[i]);
         sc += exp((double)lc[i] - mc);
     }
-    double zr = mr + log(sr), zc = mc + log(sc), k = 0;
-    for (int i = 0; i < nv; i++) {
-        double a = (double)lr[i] - zr, b = (double)lc[i] - zc;
-        k += exp(a) * (a - b);
-    }
-    *same = ir == ic;
-    return k;
+    st->sr = sr, st->wr = wr, st->sc = sc;
+}
+
+/* KL(r || c) = sum p_r (lr - lc) - (zr - zc), z = m + log s: exactly 0
+ * when the two rows are equal. */
+static double row_kld(const tf_row *st)
+{
+    return st->wr / st->sr - ((st->mr + log(st->sr)) - (st->mc + log(st->sc)));
 }
 
 int qe_tf_score(qe_tf *tf, const int32_t *ctx, size_t n_ctx, const int32_t *cont, size_t n_cont,
@@ -123,24 +167,33 @@ int qe_tf_score(qe_tf *tf, const int32_t *ctx, size_t n_ctx, const int32_t *cont
     if ((rc = qe_infer_eval_defer(tf->ref, tf->tokens, (int)L, (int)n_ctx - 1, err)) ||
         (rc = qe_infer_eval_defer(tf->cand, tf->tokens, (int)L, (int)n_ctx - 1, err)))
         goto fail;
+    /* the vocabulary in slices, each over all N rows: one pass over the
+     * output matrix per model, whatever N */
     const int nv = tf->n_vocab, N = (int)n;
-    out->first_diff = N;
-    for (int r0 = 0, nb; r0 < N; r0 += nb) {
-        nb = N - r0 < tf->block_rows ? N - r0 : tf->block_rows;
-        if (N - (r0 + nb) <= QE_DECODE_MAX_T)
-            nb = N - r0; /* a small remainder joins this block */
-        if ((rc = qe_infer_logits(tf->ref, r0, nb, tf->lr, err)) ||
-            (rc = qe_infer_logits(tf->cand, r0, nb, tf->lc, err)))
+    size_t cols = tf->cap / (size_t)N;
+    if (tf->slice > 0 && (size_t)tf->slice < cols)
+        cols = (size_t)tf->slice;
+    const int ns = cols > (size_t)nv ? nv : (int)cols;
+    for (int v0 = 0; v0 < nv; v0 += ns) {
+        const int nc = nv - v0 < ns ? nv - v0 : ns;
+        if ((rc = qe_infer_logits_cols(tf->ref, 0, N, v0, nc, tf->lr, err)) ||
+            (rc = qe_infer_logits_cols(tf->cand, 0, N, v0, nc, tf->lc, err)))
             goto fail;
-        for (int j = 0; j < nb; j++) {
-            int same;
-            double k = row_kld(tf->lr + (size_t)j * nv, tf->lc + (size_t)j * nv, nv, &same);
-            out->kld[r0 + j] = (float)k;
-            out->kld_sum += k;
-            out->n_top1_same += same;
-            if (!same && out->first_diff == N)
-                out->first_diff = r0 + j;
-        }
+        const float *lr = tf->lr, *lc = tf->lc;
+        tf_row *rows = tf->rows;
+#pragma omp parallel for num_threads(tf->n_threads) schedule(static)
+        for (int j = 0; j < N; j++)
+            row_fold(&rows[j], lr + (size_t)j * nc, lc + (size_t)j * nc, nc, v0);
+    }
+    out->first_diff = N;
+    for (int j = 0; j < N; j++) {
+        const double k = row_kld(&tf->rows[j]);
+        const int same = tf->rows[j].ir == tf->rows[j].ic;
+        out->kld[j] = (float)k;
+        out->kld_sum += k;
+        out->n_top1_same += same;
+        if (!same && out->first_diff == N)
+            out->first_diff = j;
     }
     out->n_tokens = N;
     return 0;

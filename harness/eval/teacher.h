@@ -9,8 +9,10 @@
  * math or code item gives a graded, paired signal even when its accuracy
  * is 0 or 100 %.
  *
- * Uses the inference core's public API only (qe_infer_eval_defer +
- * qe_infer_logits, in blocks of logit rows).  Must not hold: SQLite, task
+ * Uses the inference core's public API only (qe_infer_eval_defer, then
+ * qe_infer_logits_cols over vocabulary slices of all scored rows, folded
+ * into a running log-sum-exp per row, so the output matrix is applied
+ * once per model and the logits held are bounded).  Must not hold: SQLite, task
  * logic (which text to score is the caller's business).
  */
 #ifndef QE_TEACHER_H
@@ -38,6 +40,11 @@ typedef struct qe_tf_item {
     int first_diff;      /* index of the first token whose argmaxes differ; n_tokens if none */
     float *kld;          /* (n_tokens) per-token KLD, malloc'd: the caller frees */
 } qe_tf_item;
+
+/* Vocabulary columns per slice (default: as many as 64 MiB of logits per
+ * model hold for all rows, >= 256); a smaller slice only bounds memory
+ * further (tests use it to fold many slices). */
+void qe_tf_set_slice(qe_tf *tf, int cols);
 
 /* Score the continuation cont (n_cont ids) after the context ctx (n_ctx
  * ids, BOS first when the model adds one).  A continuation longer than

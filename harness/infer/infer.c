@@ -1753,17 +1753,34 @@ int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_
 
 int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *err)
 {
+    return qe_infer_logits_cols(inf, r0, n_rows, 0, inf->cfg.n_vocab, logits, err);
+}
+
+int qe_infer_logits_cols(qe_infer *inf, int r0, int n_rows, int v0, int n_cols, float *logits,
+                         qe_err *err)
+{
+    const int E = inf->cfg.n_embd, V = inf->cfg.n_vocab;
     if (!logits || r0 < 0 || n_rows < 1 || r0 + n_rows > inf->defer_n)
         return qe_err_set(err, QE_EINVAL, "qe_infer_logits: rows %d..%d of %d deferred", r0,
                           r0 + n_rows - 1, inf->defer_n);
-    const int E = inf->cfg.n_embd, V = inf->cfg.n_vocab;
+    if (v0 < 0 || n_cols < 1 || n_cols > V - v0)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_logits: vocab columns %d..%d of %d", v0,
+                          v0 + n_cols - 1, V);
+    /* columns v0.. are the output matrix's rows v0..: a row view of it
+     * (every logit is its own FMA chain, so the bits are those of the
+     * whole product) */
+    qe_wt w = inf->output;
+    w.data += (size_t)v0 * w.row_nbytes;
+    w.n_out = n_cols;
+    if (w.bias)
+        w.bias += v0;
     const float *xo = inf->xb + (size_t)(inf->defer_from + r0) * E;
-    int rc = matmul(inf, &inf->output, "output.weight", xo, E, n_rows, gemm_rows(n_rows), logits,
-                    V, NULL, 0, err);
+    int rc = matmul(inf, &w, "output.weight", xo, E, n_rows, gemm_rows(n_rows), logits, n_cols,
+                    NULL, 0, err);
     const float cap = inf->cfg.final_softcap;
     if (rc == 0 && cap > 0.0f) { /* gemma2: cap*tanh(l/cap), as ggml scale/tanh/scale */
         const float inv = 1.0f / cap;
-        for (size_t i = 0; i < (size_t)n_rows * V; i++)
+        for (size_t i = 0; i < (size_t)n_rows * n_cols; i++)
             logits[i] = tanhf(logits[i] * inv) * cap;
     }
     return rc;

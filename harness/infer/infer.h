@@ -97,6 +97,13 @@ int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, 
 int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_from,
                         qe_err *err);
 int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *err);
+/* The same for the vocabulary columns v0 .. v0+n_cols-1 only (logits:
+ * n_rows x n_cols); the values are bit-identical to those columns of
+ * qe_infer_logits over the same rows.  A caller that reduces every row
+ * (teacher.c) sweeps the vocabulary in slices over all rows at once, so
+ * each output tile is dequantized once for all of them. */
+int qe_infer_logits_cols(qe_infer *inf, int r0, int n_rows, int v0, int n_cols, float *logits,
+                         qe_err *err);
 
 /* Greedy decode: feed prompt, then generate up to n_max tokens, stopping
  * at end-of-generation tokens.  *out malloc'd (caller frees). */
