@@ -395,6 +395,38 @@ TEST(teacher_forced_divergence)
                is.kld_sum, it.kld_sum, is.n_top1_same, it.n_top1_same);
         free(is.kld);
     }
+    /* a cache of the reference's rows (qe run keeps one over all variants):
+     * the first score stores, later ones (this candidate or another) find
+     * the item and give the same values bit for bit; another sequence is
+     * another item */
+    qe_tf_cache *cache = qe_tf_cache_new(0);
+    REQUIRE(cache, "out of memory");
+    qe_tf_set_cache(tf, cache);
+    for (int rep = 0; rep < 2; rep++) {
+        qe_tf_item ic;
+        REQUIRE(qe_tf_score(tf, ctx, 6, cont, 40, &ic, &e) == 0, "%s", e.msg);
+        CHECKF(memcmp(ic.kld, it.kld, 40 * sizeof *ic.kld) == 0 && ic.kld_sum == it.kld_sum &&
+               ic.n_top1_same == it.n_top1_same && ic.first_diff == it.first_diff,
+               "cached pass %d differs", rep);
+        free(ic.kld);
+    }
+    long hits, stored;
+    qe_tf_cache_stats(cache, &hits, &stored);
+    CHECKF(hits == 1 && stored == 1, "hits %ld stored %ld", hits, stored);
+    qe_tf *tf2 = qe_tf_new(ref, ref, 128, 1, &e); /* another candidate: the reference itself */
+    REQUIRE(tf2, "%s", e.msg);
+    qe_tf_set_cache(tf2, cache);
+    qe_tf_item i2;
+    REQUIRE(qe_tf_score(tf2, ctx, 6, cont, 40, &i2, &e) == 0, "%s", e.msg);
+    CHECK(i2.kld_sum == 0 && i2.n_top1_same == 40);
+    free(i2.kld);
+    REQUIRE(qe_tf_score(tf2, ctx, 5, cont, 40, &i2, &e) == 0, "%s", e.msg); /* another split */
+    free(i2.kld);
+    qe_tf_cache_stats(cache, &hits, &stored);
+    CHECKF(hits == 2 && stored == 2, "hits %ld stored %ld", hits, stored);
+    qe_tf_free(tf2);
+    qe_tf_set_cache(tf, NULL);
+    qe_tf_cache_free(cache);
     free(it.kld);
     /* a window of 16 positions: 6 context ids leave room to score 11 */
     qe_tf_free(tf);

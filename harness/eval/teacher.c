@@ -25,6 +25,21 @@ typedef struct tf_row {
     int ir, ic;
 } tf_row;
 
+/* One cached item: its whole token sequence (the key), the context
+ * length, and the reference's n deferred rows (n x n_embd). */
+typedef struct tf_entry {
+    int32_t *tokens;
+    int n_tokens, n_ctx, n_rows;
+    float *rows;
+} tf_entry;
+
+struct qe_tf_cache {
+    tf_entry *e;
+    size_t n, cap;
+    size_t bytes, max_bytes;
+    long hits;
+};
+
 struct qe_tf {
     qe_infer *ref, *cand;
     int n_ctx, n_vocab, n_threads;
@@ -33,7 +48,83 @@ struct qe_tf {
     size_t cap;
     tf_row *rows;    /* (n_ctx) */
     int slice;       /* qe_tf_set_slice: columns per slice, 0 = as cap allows */
+    qe_tf_cache *cache; /* the reference's rows across candidates, or NULL */
 };
+
+qe_tf_cache *qe_tf_cache_new(size_t max_bytes)
+{
+    qe_tf_cache *c = calloc(1, sizeof *c);
+    if (c)
+        c->max_bytes = max_bytes ? max_bytes : (size_t)512 << 20;
+    return c;
+}
+
+void qe_tf_cache_free(qe_tf_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->e[i].tokens);
+        free(c->e[i].rows);
+    }
+    free(c->e);
+    free(c);
+}
+
+void qe_tf_cache_stats(const qe_tf_cache *c, long *hits, long *stored)
+{
+    *hits = c ? c->hits : 0;
+    *stored = c ? (long)c->n : 0;
+}
+
+void qe_tf_set_cache(qe_tf *tf, qe_tf_cache *c)
+{
+    tf->cache = c;
+}
+
+static const tf_entry *cache_find(const qe_tf_cache *c, const int32_t *tokens, int n_tokens,
+                                  int n_ctx)
+{
+    for (size_t i = 0; c && i < c->n; i++) {
+        const tf_entry *e = &c->e[i];
+        if (e->n_tokens == n_tokens && e->n_ctx == n_ctx &&
+            memcmp(e->tokens, tokens, (size_t)n_tokens * sizeof *tokens) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Keep the reference's deferred rows of this sequence (quietly nothing
+ * when the cache is full or memory is short: it only saves time). */
+static void cache_put(qe_tf_cache *c, const qe_infer *ref, const int32_t *tokens, int n_tokens,
+                      int n_ctx)
+{
+    int n = 0;
+    const float *rows = qe_infer_deferred(ref, &n);
+    const size_t nb = (size_t)n * qe_infer_n_embd(ref) * sizeof(float) +
+                      (size_t)n_tokens * sizeof *tokens;
+    if (!rows || c->bytes + nb > c->max_bytes)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 16;
+        tf_entry *e = realloc(c->e, cap * sizeof *e);
+        if (!e)
+            return;
+        c->e = e;
+        c->cap = cap;
+    }
+    tf_entry e = {.tokens = malloc((size_t)n_tokens * sizeof *tokens), .n_tokens = n_tokens,
+                  .n_ctx = n_ctx, .n_rows = n, .rows = malloc(nb)};
+    if (!e.tokens || !e.rows) {
+        free(e.tokens);
+        free(e.rows);
+        return;
+    }
+    memcpy(e.tokens, tokens, (size_t)n_tokens * sizeof *tokens);
+    memcpy(e.rows, rows, (size_t)n * qe_infer_n_embd(ref) * sizeof(float));
+    c->e[c->n++] = e;
+    c->bytes += nb;
+}
 
 qe_tf *qe_tf_new(const qe_model *ref, const qe_model *cand, int n_ctx, int n_threads,
                  qe_err *err)
@@ -164,8 +255,18 @@ int qe_tf_score(qe_tf *tf, const int32_t *ctx, size_t n_ctx, const int32_t *cont
     int rc;
     qe_infer_rewind(tf->ref, 0);
     qe_infer_rewind(tf->cand, 0);
-    if ((rc = qe_infer_eval_defer(tf->ref, tf->tokens, (int)L, (int)n_ctx - 1, err)) ||
-        (rc = qe_infer_eval_defer(tf->cand, tf->tokens, (int)L, (int)n_ctx - 1, err)))
+    const tf_entry *hit = cache_find(tf->cache, tf->tokens, (int)L, (int)n_ctx);
+    if (hit) {
+        if ((rc = qe_infer_set_deferred(tf->ref, hit->rows, hit->n_rows, err)))
+            goto fail;
+        tf->cache->hits++;
+    } else {
+        if ((rc = qe_infer_eval_defer(tf->ref, tf->tokens, (int)L, (int)n_ctx - 1, err)))
+            goto fail;
+        if (tf->cache)
+            cache_put(tf->cache, tf->ref, tf->tokens, (int)L, (int)n_ctx);
+    }
+    if ((rc = qe_infer_eval_defer(tf->cand, tf->tokens, (int)L, (int)n_ctx - 1, err)))
         goto fail;
     /* the vocabulary in slices, each over all N rows: one pass over the
      * output matrix per model, whatever N */

@@ -41,6 +41,24 @@ typedef struct qe_tf_item {
     float *kld;          /* (n_tokens) per-token KLD, malloc'd: the caller frees */
 } qe_tf_item;
 
+/*
+ * The reference's side of an item does not depend on the candidate: a
+ * cache kept across candidates (qe run: one per run, over all variants)
+ * holds, per scored token sequence, the reference's final-normed hidden
+ * states of the scored positions, so every later candidate skips the
+ * reference's forward pass (its logits are recomputed from them, bitwise
+ * the same).  At most max_bytes of rows are kept (0: 512 MiB); items past
+ * that are computed as without a cache.
+ */
+typedef struct qe_tf_cache qe_tf_cache;
+qe_tf_cache *qe_tf_cache_new(size_t max_bytes);
+void qe_tf_cache_free(qe_tf_cache *c);
+/* Lookups that found the item, and items stored. */
+void qe_tf_cache_stats(const qe_tf_cache *c, long *hits, long *stored);
+/* Use c (NULL: none) for the reference of tf from now on; c must belong
+ * to tf's reference model and outlive its use. */
+void qe_tf_set_cache(qe_tf *tf, qe_tf_cache *c);
+
 /* Vocabulary columns per slice (default: as many as 64 MiB of logits per
  * model hold for all rows, >= 256); a smaller slice only bounds memory
  * further (tests use it to fold many slices). */

@@ -898,6 +898,11 @@ void qe_infer_rewind(qe_infer *inf, int n_past)
     qe_infer_seq_rewind(inf, 0, n_past);
 }
 
+int qe_infer_n_embd(const qe_infer *inf)
+{
+    return inf->cfg.n_embd;
+}
+
 int qe_infer_n_vocab(const qe_infer *inf)
 {
     return inf->cfg.n_vocab;
@@ -1749,6 +1754,23 @@ int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_
                           inf->n_batch);
     batch_one(inf, 0, n);
     return forward(inf, tokens, n, logits_from < 0 ? 0 : logits_from, NULL, true, err);
+}
+
+const float *qe_infer_deferred(const qe_infer *inf, int *n_rows)
+{
+    *n_rows = inf->defer_n;
+    return inf->defer_n ? inf->xb + (size_t)inf->defer_from * inf->cfg.n_embd : NULL;
+}
+
+int qe_infer_set_deferred(qe_infer *inf, const float *rows, int n_rows, qe_err *err)
+{
+    if (!rows || n_rows < 1 || n_rows > inf->n_batch)
+        return qe_err_set(err, QE_EINVAL, "qe_infer_set_deferred: %d rows (1 .. n_batch %d)",
+                          n_rows, inf->n_batch);
+    memcpy(inf->xb, rows, (size_t)n_rows * inf->cfg.n_embd * sizeof(float));
+    inf->defer_from = 0;
+    inf->defer_n = n_rows;
+    return 0;
 }
 
 int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *err)

@@ -73,6 +73,7 @@ int qe_infer_n_past(const qe_infer *inf);
 /* Drop cached positions >= n_past (0 clears). */
 void qe_infer_rewind(qe_infer *inf, int n_past);
 int qe_infer_n_vocab(const qe_infer *inf);
+int qe_infer_n_embd(const qe_infer *inf);
 
 /*
  * Run n tokens at positions n_past .. n_past+n-1, appending them to the
@@ -97,6 +98,13 @@ int qe_infer_eval(qe_infer *inf, const int32_t *tokens, int n, int logits_from, 
 int qe_infer_eval_defer(qe_infer *inf, const int32_t *tokens, int n, int logits_from,
                         qe_err *err);
 int qe_infer_logits(qe_infer *inf, int r0, int n_rows, float *logits, qe_err *err);
+/* The deferred rows themselves (final-normed hidden states, n_embd floats
+ * each; *n_rows of them, NULL when none), and installing such rows, e.g.
+ * kept from an earlier qe_infer of the same model: qe_infer_logits then
+ * gives the logits the forward pass that made them would have (bitwise),
+ * without running it.  Any later eval invalidates them. */
+const float *qe_infer_deferred(const qe_infer *inf, int *n_rows);
+int qe_infer_set_deferred(qe_infer *inf, const float *rows, int n_rows, qe_err *err);
 /* The same for the vocabulary columns v0 .. v0+n_cols-1 only (logits:
  * n_rows x n_cols); the values are bit-identical to those columns of
  * qe_infer_logits over the same rows.  A caller that reduces every row

@@ -105,6 +105,7 @@ typedef struct runner {
     const qe_chat_template *chat; /* --chat's, or the model's for "chat": true specs */
     qe_chat_template *chat_own;
     long long n_run, n_skipped, n_done_before;
+    qe_tf_cache *tfc; /* the reference's teacher-forced rows, kept over all variants */
 } runner;
 
 static bool file_is_regular(const char *p)
@@ -277,6 +278,9 @@ static int tf_unit(runner *r, qe_lm *lm, const qe_model *m, const task_spec *ts,
         free(rows);
         return err ? err->code : QE_EINVAL;
     }
+    if (!r->tfc) /* an item's reference side is the same for every variant */
+        r->tfc = qe_tf_cache_new(0);
+    qe_tf_set_cache(tf, r->tfc);
     qe_lm ref_lm = {0};
     bool have_ref_lm = false;
     int rc = 0;
@@ -897,6 +901,7 @@ static void runner_free(runner *r)
     if (r->imatrix)
         qe_imatrix_free(r->imatrix);
     qe_model_free(r->ref);
+    qe_tf_cache_free(r->tfc);
     qe_store_close(r->s);
 }
 
