@@ -183,16 +183,6 @@ static void q2_K_quant_imat(const float *restrict x, qe_block_q2_K *restrict y, 
 
 /* ===================== Q3_K ========================================= */
 
-/* Unpack the 16 6-bit scales (stored +32) of a Q3_K block. */
-static void q3_K_unpack_scales(const uint8_t *restrict s12, int8_t *restrict sc)
-{
-    for (int j = 0; j < 16; ++j) {
-        int lo = j < 8 ? (s12[j] & 0xF) : (s12[j - 8] >> 4);
-        int hi = (s12[8 + j % 4] >> (2 * (j / 4))) & 3;
-        sc[j] = (int8_t)((lo | (hi << 4)) - 32);
-    }
-}
-
 static void q3_K_to_float(const void *restrict vx, float *restrict y, int64_t k)
 {
     const qe_block_q3_K *x = vx;
@@ -201,7 +191,7 @@ static void q3_K_to_float(const void *restrict vx, float *restrict y, int64_t k)
         const float d_all = qe_h2f(x[i].d);
         const uint8_t *q = x[i].qs, *hm = x[i].hmask;
         uint8_t m = 1;
-        q3_K_unpack_scales(x[i].scales, scales);
+        qe_q3_K_scales(x[i].scales, scales);
         int is = 0;
         for (int n = 0; n < QK_K; n += 128) {
             int shift = 0;
@@ -225,7 +215,7 @@ static void q3_K_to_float(const void *restrict vx, float *restrict y, int64_t k)
 static void q3_K_finish(const float *restrict x, qe_block_q3_K *restrict yb, int8_t *restrict L)
 {
     int8_t sc[16];
-    q3_K_unpack_scales(yb->scales, sc);
+    qe_q3_K_scales(yb->scales, sc);
     for (int j = 0; j < QK_K / 16; ++j) {
         float d = qe_h2f(yb->d) * sc[j];
         if (!d)

@@ -226,6 +226,16 @@ static inline bool qe_all_finite(const float *x, int64_t n)
     return true;
 }
 
+/* The 16 signed 6-bit scales of a q3_K block's 12 packed scale bytes. */
+static inline void qe_q3_K_scales(const uint8_t *restrict s12, int8_t *restrict sc)
+{
+    for (int j = 0; j < 16; ++j) {
+        int lo = j < 8 ? (s12[j] & 0xF) : (s12[j - 8] >> 4);
+        int hi = (s12[8 + j % 4] >> (2 * (j / 4))) & 3;
+        sc[j] = (int8_t)((lo | (hi << 4)) - 32);
+    }
+}
+
 /* The 6-bit scale *d and min *m of 32-weight sub-block j (0..7) of a
  * q4_K/q5_K block's 12 packed scale bytes q (GGUF layout). */
 /* always_inline: simd_rowdot_avx512.c (O3) calls it, and GCC does not inline

@@ -10,7 +10,9 @@
 #   llama.cpp: llama-bench -m FILE -p 0 -n 64 -t 2          (tg64 avg t/s)
 #   qeval:     qeval generate FILE -n 65 --ignore-eos        (64 decode steps)
 # and, with --parallel B (default 16), qeval's aggregate tokens/s with B
-# sequences decoding together (generate --parallel B: eval's batched path).
+# sequences decoding together (generate --parallel B: eval's batched path),
+# in exact numerics and in int8 numerics (q8 activations, integer dots on
+# AVX512-VNNI: the fast batched mode).
 #
 # usage: scripts/bench-peer.sh [--models smollm,qwen] [--types F16,Q8_0,Q4_K_M,Q2_K]
 #                              [--reps 2] [--dir build/bench-peer] [--parallel 16]
@@ -48,8 +50,8 @@ declare -A key=([smollm]=smollm-135m [qwen]=qwen2.5-0.5b)
 med() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 echo "bench-peer: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "bench-peer: llama.cpp binaries from $LL"
-printf "%-13s %-7s %8s %12s %11s %7s %16s %7s\n" model type "file MB" "llama tg64" "qeval t/s" ratio \
-    "qeval x$parallel agg" "x llama"
+printf "%-13s %-7s %8s %12s %11s %7s %16s %7s %16s %7s\n" model type "file MB" "llama tg64" \
+    "qeval t/s" ratio "qeval x$parallel agg" "x llama" "int8 x$parallel agg" "x llama"
 for m in ${models//,/ }; do
     name=${key[$m]:-}
     [ -n "$name" ] || { echo "bench-peer: unknown model '$m' (smollm, qwen)" >&2; exit 2; }
@@ -63,7 +65,7 @@ for m in ${models//,/ }; do
         if [ ! -f "$f" ]; then
             "$LL/llama-quantize" "$f16" "$f" "$t" 2 > "$dir/quantize-$name-$t.log" 2>&1 || { status=1; continue; }
         fi
-        la=() qa=() pa=()
+        la=() qa=() pa=() ia=()
         for r in $(seq 1 "$reps"); do
             la+=("$("$LL/llama-bench" -m "$f" -p 0 -n 64 -t 2 -o csv 2>/dev/null | tail -1 |
                      awk -F, '{gsub(/"/, "", $(NF-1)); print $(NF-1)}')")
@@ -73,17 +75,21 @@ for m in ${models//,/ }; do
                 pa+=("$("$QEVAL" generate "$f" --prompt "Once upon a time" -n 33 --ignore-eos --threads 2 \
                          --parallel "$parallel" 2>&1 >/dev/null |
                          sed -n 's/.*(\([0-9.]*\) tokens\/s aggregate.*/\1/p')")
+                ia+=("$("$QEVAL" generate "$f" --prompt "Once upon a time" -n 33 --ignore-eos --threads 2 \
+                         --parallel "$parallel" --numerics int8 2>&1 >/dev/null |
+                         sed -n 's/.*(\([0-9.]*\) tokens\/s aggregate.*/\1/p')")
             fi
         done
         l=$(printf '%s\n' "${la[@]}" | grep . | med)
         q=$(printf '%s\n' "${qa[@]}" | grep . | med)
         p=$(printf '%s\n' "${pa[@]:-}" | grep . | med)
+        i8=$(printf '%s\n' "${ia[@]:-}" | grep . | med)
         [ "$l" = - ] || [ "$q" = - ] && status=1
         mb=$(awk -v s="$(stat -L -c %s "$f")" 'BEGIN { printf "%.1f", s / 1e6 }')
-        printf "%-13s %-7s %8s %12s %11s %7s %16s %7s\n" "$name" "$t" "$mb" "$l" "$q" \
-            "$(awk -v a="$q" -v b="$l" 'BEGIN { if (b + 0 > 0) printf "%.2fx", a / b; else print "-" }')" \
-            "${p:--}" "$(awk -v a="$p" -v b="$l" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "-" }')"
+        ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "-" }'; }
+        printf "%-13s %-7s %8s %12s %11s %7s %16s %7s %16s %7s\n" "$name" "$t" "$mb" "$l" "$q" \
+            "$(ratio "$q" "$l")" "${p:--}" "$(ratio "$p" "$l")" "${i8:--}" "$(ratio "$i8" "$l")"
     done
 done
-echo "(medians of $reps interleaved runs; qeval: exact numerics; llama.cpp: its default CPU path)"
+echo "(medians of $reps interleaved runs; qeval: exact numerics unless marked int8; llama.cpp: its default CPU path)"
 exit $status

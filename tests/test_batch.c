@@ -5,7 +5,8 @@
  * For every architecture the core runs (llama: stories260K and a Q4_K_M
  * random llama; qwen3, qwen3moe, gemma2 (soft-caps, sliding window),
  * gemma3, phi3, Mixtral-style, qwen2moe: the random F32 bases test_arch
- * regenerates), in exact and llamacpp numerics:
+ * regenerates), in exact and llamacpp numerics, and in int8 numerics on
+ * random llamas of every int8 weight type:
  *  - each sequence decoded alone through qe_infer_eval (prompt in one run,
  *    then one token per call) gives reference logits;
  *  - the same sequences interleaved in qe_infer_batch calls (several in
@@ -13,8 +14,10 @@
  *    other sequences' decode tokens, in other slots, 1 and 3 threads) give
  *    bit-identical logits (memcmp);
  *  - a prefix copied from another slot and extended equals recomputing it;
- *  - bad calls (slot twice, bad slot, context overflow) are refused.
+ *  - bad calls (slot twice, bad slot, context overflow) are refused;
+ *  - int8 logits stay within a small fraction of exact ones.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +207,8 @@ static void check_model(const char *path, int numerics)
             }
         if (!test_cur_failed)
             printf("  %s (%s%s): 6 schedules x %d rows bit-identical\n", strrchr(path, '/') + 1,
-               numerics ? "llamacpp" : "exact", forced ? ", prefill kernels" : "", N_PROMPT * (N_STEPS + 1) + 1);
+               qe_numerics_name(numerics), forced ? ", prefill kernels" : "",
+               N_PROMPT * (N_STEPS + 1) + 1);
         test_cur_failed |= failed0;
     }
     for (int s = 0; s < N_PROMPT; s++)
@@ -224,6 +228,79 @@ TEST(llama_batches_bit_identical)
     check_model(test_asset("models/stories260K/stories260K.gguf"), QE_NUMERICS_EXACT);
     check_model(test_asset("testdata/llamacpp/rand-llama-256-Q4_K_M.gguf"), QE_NUMERICS_EXACT);
     forced = false;
+}
+
+/* int8 numerics: every int8 weight type (q4_K, q5_K, q6_K, q8_0, q4_0, q4_1,
+ * q5_0, q5_1, q2_K, q3_K, iq4_nl across these mixes) batch- and
+ * thread-invariant, whichever kernels the runs ask for. */
+TEST(int8_batches_bit_identical)
+{
+    static const char *const files[] = {"Q4_K_M", "Q5_K_M", "Q8_0", "Q4_1", "Q5_0", "Q2_K",
+                                        "Q3_K_M", "IQ4_NL"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p[96];
+        snprintf(p, sizeof p, "testdata/llamacpp/rand-llama-256-%s.gguf", files[i]);
+        check_model(test_asset(p), QE_NUMERICS_INT8);
+    }
+    forced = true;
+    check_model(test_asset("testdata/llamacpp/rand-llama-256-Q4_K_M.gguf"), QE_NUMERICS_INT8);
+    forced = false;
+}
+
+/* int8 numerics stay close to exact: the RMS of (int8 - exact) logits,
+ * relative to their spread, is of the size llamacpp numerics give (the
+ * same activation rounding to 8 bits per 32, validated against llama.cpp),
+ * and the greedy token agrees on every row but at most one. */
+static double logit_rms(const float *a, const float *b, int n, int V)
+{
+    double worst = 0;
+    for (int t = 0; t < n; t++) {
+        double mean = 0, var = 0, d2 = 0;
+        for (int v = 0; v < V; v++)
+            mean += a[(size_t)t * V + v] / V;
+        for (int v = 0; v < V; v++) {
+            const double e = a[(size_t)t * V + v], q = b[(size_t)t * V + v];
+            var += (e - mean) * (e - mean) / V;
+            d2 += (e - q) * (e - q) / V;
+        }
+        worst = sqrt(d2 / var) > worst ? sqrt(d2 / var) : worst;
+    }
+    return worst;
+}
+
+TEST(int8_close_to_exact)
+{
+    static const char *const files[] = {"Q8_0", "Q4_K_M", "Q2_K"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        char p[96];
+        snprintf(p, sizeof p, "testdata/llamacpp/rand-llama-256-%s.gguf", files[f]);
+        qe_err err = {0};
+        qe_model *m = qe_model_load(test_asset(p), NULL, &err);
+        REQUIRE(m, "%s", err.msg);
+        const int V = m->cfg.n_vocab, n = prompt_len[1];
+        static const int modes[3] = {QE_NUMERICS_EXACT, QE_NUMERICS_INT8, QE_NUMERICS_LLAMACPP};
+        float *lg[3];
+        for (int k = 0; k < 3; k++) {
+            qe_infer_opts o = {.n_ctx = 64, .n_threads = 2, .numerics = modes[k]};
+            qe_infer *inf = qe_infer_new(m, &o, &err);
+            REQUIRE(inf, "%s", err.msg);
+            lg[k] = malloc((size_t)n * V * sizeof(float));
+            REQUIRE(lg[k] && qe_infer_eval(inf, prompt_tok[1], n, 0, lg[k], &err) == 0, "%s",
+                    err.msg);
+            qe_infer_free(inf);
+        }
+        const double r8 = logit_rms(lg[0], lg[1], n, V), rl = logit_rms(lg[0], lg[2], n, V);
+        int agree = 0;
+        for (int t = 0; t < n; t++)
+            agree += argmax(lg[0] + (size_t)t * V, V) == argmax(lg[1] + (size_t)t * V, V);
+        printf("  %s, %d rows: worst RMS (int8 - exact) %.3g x the logits' std (llamacpp: %.3g);"
+               " greedy token agrees on %d\n", files[f], n, r8, rl, agree);
+        CHECKF(r8 > 0 && r8 < 2.0 * rl, "%s: int8 %.3g, llamacpp %.3g", files[f], r8, rl);
+        CHECK(agree >= n - 1);
+        for (int k = 0; k < 3; k++)
+            free(lg[k]);
+        qe_model_free(m);
+    }
 }
 
 static const char *const arch_bases[] = {"rand-qwen3", "rand-qwen3moe", "rand-gemma3",
@@ -312,6 +389,8 @@ TEST(bad_batches_refused)
 int main(void)
 {
     RUN(llama_batches_bit_identical);
+    RUN(int8_batches_bit_identical);
+    RUN(int8_close_to_exact);
     RUN(every_architecture_batches_bit_identical);
     RUN(bad_batches_refused);
     return test_finish();

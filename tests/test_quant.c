@@ -20,6 +20,7 @@
 
 #include "../harness/infer/infer.h"
 #include "../harness/util/common.h"
+#include "../quant/dot_int8.h"
 #include "../quant/quant.h"
 #include "../quant/quant_internal.h"
 #include "test.h"
@@ -1045,6 +1046,125 @@ TEST(row_dot_bits)
     free(q);
 }
 
+/* The int8 numerics (quant/dot_int8.h): the VNNI kernel equals the scalar
+ * spec bitwise; both equal, to f32 rounding, an independent double sum of
+ * the type's own dequantized weights (to_float_ref) times the quantized
+ * activations; a token's result does not depend on the others in its group. */
+TEST(int8_bits)
+{
+    static const int want[] = {QE_TYPE_Q4_0, QE_TYPE_Q4_1, QE_TYPE_Q5_0, QE_TYPE_Q5_1,
+                               QE_TYPE_Q8_0, QE_TYPE_IQ4_NL, QE_TYPE_Q2_K, QE_TYPE_Q3_K,
+                               QE_TYPE_Q4_K, QE_TYPE_Q5_K, QE_TYPE_Q6_K};
+    static const int lens[] = {256, 896, 4864};
+    const int nmax = 4864, rows = 13, T = 21;
+    const int vnni = qe_i8_have_vnni();
+    if (!vnni)
+        printf("  no avx512-vnni on this CPU: scalar kernel only\n");
+    float *x = malloc((size_t)T * nmax * sizeof(float));
+    float *src = malloc(nmax * sizeof(float));
+    float *w = malloc((size_t)rows * nmax * sizeof(float));
+    uint8_t *q = malloc((size_t)rows * nmax * 2);
+    float *y_ref = malloc((size_t)T * rows * sizeof(float));
+    float *y_simd = malloc((size_t)T * rows * sizeof(float));
+    float *y_one = malloc((size_t)rows * sizeof(float));
+    void *tile = aligned_alloc(64, qe_i8_tile_nbytes(QE_TYPE_Q2_K, rows, nmax) + 64 * 4096);
+    void *tile2 = aligned_alloc(64, qe_i8_tile_nbytes(QE_TYPE_Q2_K, rows, nmax) + 64 * 4096);
+    void *act = aligned_alloc(64, qe_i8_act_nbytes(T, nmax));
+    void *act2 = aligned_alloc(64, qe_i8_act_nbytes(T, nmax));
+    void *act1 = aligned_alloc(64, qe_i8_act_nbytes(1, nmax));
+    REQUIRE(x && src && w && q && y_ref && y_simd && y_one && tile && tile2 && act && act2 && act1,
+            "alloc");
+    for (int i = 0; i < T * nmax; i++)
+        x[i] = rng_normal() * (i % 7 == 0 ? 10.0f : 1.0f);
+    for (int i = 0; i < 64; i++) /* an all-zero block: dx = 0 */
+        x[2 * nmax + i] = 0.0f;
+    int n_checked = 0, n_types = 0;
+    double worst = 0;
+    for (size_t ti = 0; ti < sizeof want / sizeof want[0]; ti++) {
+        const qe_type_traits *tt = qe_type_get(want[ti]);
+        CHECKF(qe_i8_group(want[ti]) == 16 || qe_i8_group(want[ti]) == 32, "%s: no int8 path",
+               tt->name);
+        n_types++;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int n = lens[li];
+            if (n % tt->blck_size)
+                continue;
+            const size_t rb = qe_type_row_nbytes(want[ti], n);
+            for (int r = 0; r < rows; r++) {
+                for (int i = 0; i < n; i++)
+                    src[i] = rng_normal() * (0.01f + (float)((i / 32 + r) % 5)) +
+                             ((i / 256 + r) % 2 ? 0.3f : 0.0f);
+                REQUIRE(tt->from_float_ref(src, q + r * rb, n, NULL) == 0, "%s", tt->name);
+                tt->to_float_ref(q + r * rb, w + (size_t)r * n, n);
+            }
+            REQUIRE(qe_i8_tile_nbytes(want[ti], rows, n) <=
+                        qe_i8_tile_nbytes(QE_TYPE_Q2_K, rows, nmax) + 64 * 4096, "tile size");
+            const size_t tb = qe_i8_tile_nbytes(want[ti], rows, n);
+            memset(tile, 0, tb);
+            memset(tile2, 0, tb);
+            qe_i8_unpack(want[ti], q, rb, rows, n, tile, 0);
+            if (vnni) {
+                qe_i8_unpack(want[ti], q, rb, rows, n, tile2, 1);
+                CHECKF(memcmp(tile, tile2, tb) == 0, "%s n=%d: avx512 unpack differs", tt->name,
+                       n);
+            }
+            qe_i8_quantize(x, nmax, T, n, 0, T, act, 0);
+            qe_i8_act_clear(T, n, act);
+            if (vnni) {
+                const size_t ab = qe_i8_act_nbytes(T, n);
+                memset(act2, 0x55, ab);
+                qe_i8_quantize(x, nmax, T, n, 0, T, act2, 1);
+                qe_i8_act_clear(T, n, act2);
+                CHECKF(memcmp(act, act2, ab) == 0, "%s n=%d: avx512 quantize differs", tt->name,
+                       n);
+            }
+            qe_i8_gemm(want[ti], tile, rows, n, act, T, y_ref, rows, 0);
+            if (vnni)
+                qe_i8_gemm(want[ti], tile, rows, n, act, T, y_simd, rows, 1);
+            for (int t = 0; t < T; t++) {
+                /* alone: the same bits as in the group of 21 */
+                qe_i8_quantize(x + (size_t)t * nmax, nmax, 1, n, 0, 1, act1, vnni);
+                qe_i8_act_clear(1, n, act1);
+                qe_i8_gemm(want[ti], tile, rows, n, act1, 1, y_one, rows, vnni);
+                for (int r = 0; r < rows; r++) {
+                    const float v = y_ref[t * rows + r];
+                    if (vnni)
+                        CHECKF(memcmp(&v, &y_simd[t * rows + r], 4) == 0,
+                               "%s n=%d t=%d r=%d: vnni %.9g, scalar %.9g", tt->name, n, t, r,
+                               y_simd[t * rows + r], v);
+                    CHECKF(memcmp(&v, &y_one[r], 4) == 0, "%s n=%d t=%d r=%d: alone %.9g, in "
+                           "a group %.9g", tt->name, n, t, r, y_one[r], v);
+                    /* independent: the same activation rounding, written out here */
+                    double ref = 0, mag = 0;
+                    const float *xt = x + (size_t)t * nmax;
+                    for (int b = 0; b < n / 32; b++) {
+                        float amax = 0;
+                        for (int i = 0; i < 32; i++)
+                            amax = fmaxf(amax, fabsf(xt[32 * b + i]));
+                        const float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+                        for (int i = 0; i < 32; i++) {
+                            const double xa = (double)d * nearbyintf(xt[32 * b + i] * id);
+                            ref += (double)w[(size_t)r * n + 32 * b + i] * xa;
+                            mag += fabs((double)w[(size_t)r * n + 32 * b + i] * xa);
+                        }
+                    }
+                    const double err = fabs(v - ref) / (mag + 1e-30);
+                    if (err > worst)
+                        worst = err;
+                    CHECKF(err < 2e-6, "%s n=%d t=%d r=%d: int8 %.9g, double %.9g (rel %.2g)",
+                           tt->name, n, t, r, v, ref, err);
+                    n_checked++;
+                }
+            }
+        }
+    }
+    printf("  %d outputs of %d types; worst relative error vs double %.2g%s\n", n_checked,
+           n_types, worst, vnni ? "; vnni == scalar bitwise" : "");
+    CHECK(n_checked > 2000);
+    free(x), free(src), free(w), free(q), free(y_ref), free(y_simd), free(y_one);
+    free(tile), free(tile2), free(act), free(act2), free(act1);
+}
+
 int main(void)
 {
     RUN(table_geometry);
@@ -1059,6 +1179,7 @@ int main(void)
     RUN(low_bit_hand_blocks);
     RUN(simd_vs_ref);
     RUN(row_dot_bits);
+    RUN(int8_bits);
     RUN(llamacpp_rand_llama_requant);
     RUN(llamacpp_stories_requant);
     RUN(llamacpp_imatrix_requant);

@@ -150,8 +150,10 @@ bool qe_arg_numerics(const char *cmd, const char *s, int *out)
         *out = QE_NUMERICS_EXACT;
     else if (strcmp(s, "llamacpp") == 0)
         *out = QE_NUMERICS_LLAMACPP;
+    else if (strcmp(s, "int8") == 0)
+        *out = QE_NUMERICS_INT8;
     else {
-        qe_usage_error(cmd, "--numerics '%s': expected exact or llamacpp", s);
+        qe_usage_error(cmd, "--numerics '%s': expected exact, llamacpp or int8", s);
         return false;
     }
     return true;

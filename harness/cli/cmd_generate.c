@@ -13,7 +13,7 @@
 
 static const char *USAGE =
     "usage: qeval generate MODEL --prompt TEXT [-n N] [--ctx N] [--threads N]\n"
-    "                      [--numerics exact|llamacpp] [--ignore-eos] [--parallel B]\n"
+    "                      [--numerics exact|llamacpp|int8] [--ignore-eos] [--parallel B]\n"
     "\n"
     "Greedy (argmax) generation: the prompt (with BOS if the vocab adds it) is run as one\n"
     "batch, then one token at a time until N tokens or an end-of-generation token.\n"
@@ -23,12 +23,14 @@ static const char *USAGE =
     "  -n N            tokens to generate (default 32)\n"
     "  --ctx N         KV cache size (default: prompt + N)\n"
     "  --threads N     threads (default: all cores)\n"
-    "  --numerics M    exact (default: f32 activations and KV cache) or llamacpp\n"
+    "  --numerics M    exact (default: f32 activations and KV cache), llamacpp\n"
     "                  (llama.cpp's CPU arithmetic: quantized activations, f16 KV cache)\n"
+    "                  or int8 (activations rounded to 8 bits per 32, integer weight dots\n"
+    "                  on AVX512-VNNI; f32 KV cache; the fast mode for --parallel)\n"
     "  --ignore-eos    do not stop at end-of-generation tokens (speed measurements:\n"
     "                  always N tokens, like llama-bench)\n"
     "  --parallel B    decode B copies of the prompt together (1 .. 256, default 1;\n"
-    "                  exact numerics): the aggregate speed of batched generation,\n"
+    "                  exact or int8 numerics): the aggregate speed of batched generation,\n"
     "                  as eval's generation tasks run it; prints the first copy\n"
     "  -h, --help      this help\n"
     "\n"
@@ -146,8 +148,8 @@ int qe_cmd_generate(int argc, char **argv)
         return qe_usage_error("generate", "missing MODEL");
     if (!prompt)
         return qe_usage_error("generate", "missing --prompt TEXT");
-    if (parallel > 1 && numerics != QE_NUMERICS_EXACT)
-        return qe_usage_error("generate", "--parallel runs exact numerics only");
+    if (parallel > 1 && numerics == QE_NUMERICS_LLAMACPP)
+        return qe_usage_error("generate", "--parallel runs exact or int8 numerics only");
 
     qe_err err = {0};
     int status = QE_EXIT_OK;
@@ -197,16 +199,17 @@ int qe_cmd_generate(int argc, char **argv)
     const int n_steps = n_out > 1 ? n_out - 1 : 0;
     if (parallel > 1)
         fprintf(stderr, "generate: prompt %zu tokens in %.3f s; decode %d steps x %lld "
-                "sequences in %.3f s (%.2f tokens/s aggregate, %.2f per sequence); exact "
+                "sequences in %.3f s (%.2f tokens/s aggregate, %.2f per sequence); %s "
                 "numerics, %d threads\n", n_ids, t_prompt, n_steps, parallel, t_dec,
                 t_dec > 0 ? (double)n_steps * (double)parallel / t_dec : 0.0,
-                t_dec > 0 ? n_steps / t_dec : 0.0, qe_infer_n_threads(inf));
+                t_dec > 0 ? n_steps / t_dec : 0.0, qe_numerics_name(numerics),
+                qe_infer_n_threads(inf));
     else
         fprintf(stderr, "generate: prompt %zu tokens in %.3f s (%.1f tokens/s); decode %d steps "
                 "in %.3f s (%.2f tokens/s); %s numerics, %d threads\n", n_ids, t_prompt,
                 t_prompt > 0 ? (double)n_ids / t_prompt : 0.0, n_steps, t_dec,
                 t_dec > 0 ? n_steps / t_dec : 0.0,
-                numerics == QE_NUMERICS_LLAMACPP ? "llamacpp" : "exact", qe_infer_n_threads(inf));
+                qe_numerics_name(numerics), qe_infer_n_threads(inf));
     goto done;
 fail:
     status = qe_report_error("generate", &err);

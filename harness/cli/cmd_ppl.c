@@ -18,7 +18,7 @@
 
 static const char *USAGE =
     "usage: qeval ppl MODEL --text FILE [--ctx 512] [--chunks N] [--threads N]\n"
-    "                 [--numerics exact|llamacpp]\n"
+    "                 [--numerics exact|llamacpp|int8]\n"
     "       qeval ppl CANDIDATE --reference REF --text FILE [--ctx 512] [--chunks N]\n"
     "       qeval ppl CANDIDATE --kld-base FILE.kld [--chunks N]\n"
     "\n"
@@ -41,8 +41,9 @@ static const char *USAGE =
     "  --numerics MODE    exact (default): f32 activations and KV cache, bit-identical for\n"
     "                     any thread count; llamacpp: reproduce llama.cpp's CPU backend\n"
     "                     (activations quantized to q8_0/q8_1/q8_K/f16 per weight type,\n"
-    "                     integer block dots, f16 KV cache); with --reference both models\n"
-    "                     run in that mode\n"
+    "                     integer block dots, f16 KV cache); int8: activations rounded\n"
+    "                     to 8 bits per 32 and integer weight dots (AVX512-VNNI), f32\n"
+    "                     KV cache; with --reference both models run in that mode\n"
     "  -h, --help         this help\n";
 
 static int tokenize_file(const qe_model *m, const char *path, int32_t **ids, size_t *n_ids,
@@ -167,7 +168,7 @@ int qe_cmd_ppl(int argc, char **argv)
         fputc('\n', stderr);
         fprintf(stderr, "kld: %zu tokens in %.2f s (lockstep, %s numerics, f32 logits, double "
                 "log-softmax)\n", r.n, r.seconds,
-                numerics == QE_NUMERICS_LLAMACPP ? "llamacpp" : "exact");
+                qe_numerics_name(numerics));
         if (r.n < 100)
             fprintf(stderr, "kld: only %zu scored tokens (< 100): no statistics, as llama.cpp\n",
                     r.n);

@@ -15,11 +15,30 @@
 
 int32_t qe_infer_argmax(const float *v, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i; /* first index wins ties, like llama.cpp's greedy sampler */
-    return best;
+    /* The first index of the largest value (ties: the first, like
+     * llama.cpp's greedy sampler; NaNs never win, and a NaN at 0 gives 0 as
+     * the one-pass "v[i] > v[best]" scan does).  Two passes: the maximum
+     * over 16 independent lanes, then its first occurrence; the one-pass
+     * scan is a chain of dependent loads, a vocabulary of 152k per
+     * sequence and step. */
+    if (n <= 0)
+        return 0;
+    float lane[16];
+    for (int j = 0; j < 16; j++)
+        lane[j] = v[0];
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            lane[j] = v[i + j] > lane[j] ? v[i + j] : lane[j];
+    float m = v[0];
+    for (int j = 0; j < 16; j++)
+        m = lane[j] > m ? lane[j] : m;
+    for (; i < n; i++)
+        m = v[i] > m ? v[i] : m;
+    for (i = 0; i < n; i++)
+        if (v[i] == m)
+            return i;
+    return 0;
 }
 
 int qe_infer_generate_greedy(qe_infer *inf, const int32_t *prompt, int n_prompt, int n_max,

@@ -80,6 +80,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../quant/dot_int8.h"
 #include "../../quant/dot_llamacpp.h"
 #include "../../quant/quant.h"
 #include "../model/arch.h"
@@ -156,7 +157,10 @@ struct qe_infer {
     const qe_model *m;
     qe_config cfg;
     int n_ctx, n_batch, n_threads, max_threads, isa;
-    int numerics;   /* QE_NUMERICS_EXACT or QE_NUMERICS_LLAMACPP */
+    int numerics;   /* QE_NUMERICS_EXACT, _LLAMACPP or _INT8 */
+    int i8_vnni;    /* int8 numerics: the AVX512-VNNI kernel (else the scalar one) */
+    void *xq;       /* int8 numerics: a job's activations, quantized once (xq_nbytes) */
+    size_t xq_nbytes;
     qe_pool *pool;  /* max_threads - 1 workers */
     void *lc_ws;    /* (lc_ws_nbytes) llamacpp numerics: quantized activations */
     size_t lc_ws_nbytes;
@@ -227,6 +231,16 @@ static const qe_tensor *find_tensor(const qe_model *m, const char *name)
         if (strcmp(m->tensors[i].name, name) == 0)
             return &m->tensors[i];
     return NULL;
+}
+
+const char *qe_numerics_name(int numerics)
+{
+    switch (numerics) {
+    case QE_NUMERICS_EXACT: return "exact";
+    case QE_NUMERICS_LLAMACPP: return "llamacpp";
+    case QE_NUMERICS_INT8: return "int8";
+    default: return "?";
+    }
 }
 
 const char *qe_infer_supported_archs(void)
@@ -579,9 +593,11 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
     inf->hook_ud = opts ? opts->hook_ud : NULL;
     inf->hook_id = opts ? opts->hook_id : NULL;
     inf->numerics = opts ? opts->numerics : QE_NUMERICS_EXACT;
-    if (inf->numerics != QE_NUMERICS_EXACT && inf->numerics != QE_NUMERICS_LLAMACPP) {
-        qe_err_set(err, QE_EINVAL, "qe_infer_new: numerics %d: expected %d (exact) or %d "
-                   "(llamacpp)", inf->numerics, QE_NUMERICS_EXACT, QE_NUMERICS_LLAMACPP);
+    if (inf->numerics != QE_NUMERICS_EXACT && inf->numerics != QE_NUMERICS_LLAMACPP &&
+        inf->numerics != QE_NUMERICS_INT8) {
+        qe_err_set(err, QE_EINVAL, "qe_infer_new: numerics %d: expected %d (exact), %d "
+                   "(llamacpp) or %d (int8)", inf->numerics, QE_NUMERICS_EXACT,
+                   QE_NUMERICS_LLAMACPP, QE_NUMERICS_INT8);
         free(inf);
         return NULL;
     }
@@ -816,6 +832,17 @@ qe_infer *qe_infer_new(const struct qe_model *m, const qe_infer_opts *opts, qe_e
     }
     if (inf->numerics == QE_NUMERICS_LLAMACPP && (rc = lc_init(inf, err)))
         goto fail;
+    if (inf->numerics == QE_NUMERICS_INT8) {
+        inf->i8_vnni = qe_i8_have_vnni() && inf->isa == QE_ISA_AVX512;
+        inf->xq_nbytes = qe_i8_act_nbytes(inf->n_batch, n_in_max);
+        inf->xq = aligned_alloc(64, inf->xq_nbytes);
+        if (!inf->xq) {
+            rc = qe_err_set(err, QE_ENOMEM, "out of memory (%.1f MiB for int8 activations)",
+                            inf->xq_nbytes / 1048576.0);
+            goto fail;
+        }
+        inf->alloc_nbytes += inf->xq_nbytes;
+    }
     if (!(inf->pool = qe_pool_new(inf->max_threads, err))) {
         rc = err ? err->code : QE_ENOMEM;
         goto fail;
@@ -876,6 +903,7 @@ void qe_infer_free(qe_infer *inf)
     free(inf->hb);
     free(inf->hb2);
     free(inf->xt);
+    free(inf->xq);
     if (inf->scratch) {
         for (int t = 0; t < inf->max_threads; t++) {
             free(inf->scratch[t].tile);
@@ -1008,6 +1036,16 @@ static int tile_rows(const qe_infer *inf, const qe_wt *w, int t_gemm)
     return r;
 }
 
+/* Rows unpacked at a time by the int8 path (mm_tile) */
+#define I8_CHUNK 16
+
+/* Does w take the int8 kernels (int8 numerics and a type dot_int8.h covers)? */
+static bool i8_path(const qe_infer *inf, const qe_wt *w)
+{
+    return inf->numerics == QE_NUMERICS_INT8 && qe_i8_group(w->t->type) &&
+           w->n_in % 32 == 0;
+}
+
 /* Does a prefill product of t_gemm tokens run as W . X^T (mm_tile)? */
 static bool few_tokens(int t_gemm)
 {
@@ -1023,11 +1061,35 @@ static bool few_tokens(int t_gemm)
  * weights stream from memory once and nothing tile-sized is written.
  */
 static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, const float *xt,
-                    int T, int t_gemm, float *y, int ldy, int r0, int rows, int tid)
+                    const void *xq, int T, int t_gemm, float *y, int ldy, int r0, int rows,
+                    int tid)
 {
     qe_thread_scratch *s = &inf->scratch[tid];
     const int n_in = w->n_in, isa = inf->isa;
     const uint8_t *src = w->data + (size_t)r0 * w->row_nbytes;
+    if (xq && i8_path(inf, w)) {
+        /* int8 numerics: every token alike, whatever t_gemm (quant/dot_int8.h).
+         * Rows in chunks of I8_CHUNK, the next chunk's bytes requested while
+         * the kernel works on this one: the weight stream overlaps the
+         * arithmetic instead of stalling the unpacker. */
+        for (int c0 = 0; c0 < rows; c0 += I8_CHUNK) {
+            const int nc = rows - c0 < I8_CHUNK ? rows - c0 : I8_CHUNK;
+            const uint8_t *cs = src + (size_t)c0 * w->row_nbytes;
+            if (c0 + nc < rows) {
+                const int nn = rows - c0 - nc < I8_CHUNK ? rows - c0 - nc : I8_CHUNK;
+                const uint8_t *pf = cs + (size_t)nc * w->row_nbytes;
+                for (size_t off = 0; off < (size_t)nn * w->row_nbytes; off += 64)
+                    _mm_prefetch((const char *)pf + off, _MM_HINT_T0);
+            }
+            qe_i8_unpack(w->t->type, cs, w->row_nbytes, nc, n_in, s->tile, inf->i8_vnni);
+            qe_i8_gemm(w->t->type, s->tile, nc, n_in, xq, T, y + r0 + c0, ldy, inf->i8_vnni);
+        }
+        if (w->bias)
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < rows; r++)
+                    y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+        return;
+    }
     if (t_gemm == 0) {
         /* fused kernel: the same bits without the row buffer (simd_rowdot_avx512.c) */
         const qe_row_dot_fn rd = isa == QE_ISA_AVX512 && n_in % 64 == 0 ? w->tr->row_dot : NULL;
@@ -1102,6 +1164,7 @@ typedef struct mm_job {
     int ldx, T;
     const float *xt; /* (n_in, t_gemm): x's prefill rows transposed once for all tiles
                         (mm_run sets it when the tiles run W . X^T), or NULL */
+    const void *xq;  /* int8 numerics: x quantized once for all tiles (inf->xq), or NULL */
     const char *name[3]; /* weight names, for errors */
     int t_gemm;    /* rows 0..t_gemm-1 take the prefill kernels, the others the decode
                       kernels (gemm_rows(T) for one sequence; a batch's segments decide:
@@ -1161,10 +1224,11 @@ static void mm_item(void *ctx, int item, int tid)
     const qe_wt *w = J->w[j];
     const int r0 = item * J->R[j];
     const int rows = w->n_out - r0 < J->R[j] ? w->n_out - r0 : J->R[j];
-    mm_tile(J->inf, w, J->x, J->ldx, J->xt, J->T, J->t_gemm, J->y[j], J->ldy[j], r0, rows, tid);
+    mm_tile(J->inf, w, J->x, J->ldx, J->xt, J->xq, J->T, J->t_gemm, J->y[j], J->ldy[j], r0, rows,
+            tid);
     if (J->swiglu)
-        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->xt, J->T, J->t_gemm, J->y[1], J->ldy[1], r0,
-                rows, tid);
+        mm_tile(J->inf, J->w[1], J->x, J->ldx, J->xt, J->xq, J->T, J->t_gemm, J->y[1], J->ldy[1],
+                r0, rows, tid);
     if (j == 0)
         mm_epilogue(J, r0, rows);
 }
@@ -1214,6 +1278,13 @@ static int mm_run_llamacpp(mm_job *J, qe_err *err)
     return rc;
 }
 
+static void quantize_item(void *ctx, int t, int tid)
+{
+    (void)tid;
+    const mm_job *J = ctx;
+    qe_i8_quantize(J->x, J->ldx, J->T, J->w[0]->n_in, t, t + 1, J->inf->xq, J->inf->i8_vnni);
+}
+
 static void mm_add(mm_job *J, const qe_wt *w, const char *name, float *y, int ldy)
 {
     qe_infer *inf = J->inf;
@@ -1244,6 +1315,14 @@ static int mm_run(mm_job *J, qe_err *err)
     bool same_in = true;
     for (int j = 1; j < J->n_w; j++)
         same_in = same_in && J->w[j]->n_in == n_in;
+    bool any_i8 = false;
+    for (int j = 0; j < J->n_w; j++)
+        any_i8 = any_i8 || i8_path(J->inf, J->w[j]);
+    if (any_i8 && same_in && qe_i8_act_nbytes(J->T, n_in) <= J->inf->xq_nbytes) { /* int8 numerics: x quantized once, tokens over the threads */
+        J->xq = J->inf->xq;
+        run_job(J->inf, 2.0 * J->T * n_in, J->T, quantize_item, J);
+        qe_i8_act_clear(J->T, n_in, J->inf->xq);
+    }
     if (few_tokens(J->t_gemm) && same_in && n_items > 1) {
         qe_transpose_f32(J->inf->isa, J->t_gemm, n_in, J->x, J->ldx, J->inf->xt, J->t_gemm);
         J->xt = J->inf->xt;

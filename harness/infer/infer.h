@@ -39,8 +39,18 @@ typedef void (*qe_matmul_hook)(void *ud, const char *weight_name, const float *x
  *           qe_matmul_llamacpp (activations quantized to the weight type's
  *           vec_dot type: q8_0, q8_1, q8_K or f16; integer block dots), q
  *           and the KV cache rounded to f16, softmax probabilities rounded
- *           to f16 before P.V.  Deterministic for any thread count. */
-enum { QE_NUMERICS_EXACT = 0, QE_NUMERICS_LLAMACPP = 1 };
+ *           to f16 before P.V.  Deterministic for any thread count.
+ *  INT8     weight matmuls of the types quant/dot_int8.h covers (q4_0 ..
+ *           q8_0, iq4_nl, q2_K .. q6_K) with activations rounded to 8-bit
+ *           integers per 32 and integer sub-block dots (AVX512-VNNI, or a
+ *           scalar kernel with the same bits); everything else as EXACT.
+ *           Every output is computed alone in one fixed order, so a token's
+ *           logits do not depend on the batch, the kernel or the thread
+ *           count: the fast path for batched generation. */
+enum { QE_NUMERICS_EXACT = 0, QE_NUMERICS_LLAMACPP = 1, QE_NUMERICS_INT8 = 2 };
+
+/* "exact", "llamacpp" or "int8"; "?" for other values. */
+const char *qe_numerics_name(int numerics);
 
 /* Optional observer of the expert matmuls (llama-imatrix's MUL_MAT_ID
  * path): called once per expert and weight with the n_rows token rows
@@ -55,7 +65,7 @@ typedef struct qe_infer_opts {
     int n_batch;    /* max tokens per forward call chunk (default n_ctx) */
     qe_matmul_hook hook; /* optional */
     void *hook_ud;
-    int numerics;   /* QE_NUMERICS_EXACT (0, default) or QE_NUMERICS_LLAMACPP */
+    int numerics;   /* QE_NUMERICS_EXACT (0, default), _LLAMACPP or _INT8 */
     qe_matmul_id_hook hook_id; /* optional; same hook_ud */
     int n_seq;      /* sequence slots (qe_infer_batch), n_ctx positions each (default 1) */
 } qe_infer_opts;
