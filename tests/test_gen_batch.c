@@ -4,22 +4,27 @@
  * (limit 20, code_exec) on stories260K and on a random-weight llama
  * (rand-llama-256 Q4_K_M) give identical responses, filtered answers,
  * per-item values and sandbox statuses with parallel 1 on 1 thread and
- * parallel 16 on 2 threads.  Bad parallel values are refused.
+ * parallel 16 on 2 threads, in exact numerics and (Q4_K_M, Q8_0) in int8
+ * numerics.  Bad parallel and numerics values are refused.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../harness/eval/lm.h"
+#include "../harness/infer/infer.h"
 #include "../harness/eval/task.h"
 #include "../harness/model/model.h"
 #include "test.h"
+
+static int numerics; /* of every run_task: QE_NUMERICS_EXACT or _INT8 */
 
 static int run_task(const qe_model *m, const char *task, size_t limit, int parallel, int threads,
                     qe_task_result *res, qe_task **tp)
 {
     qe_err e = {0};
     qe_lm lm;
-    if (qe_lm_infer_init(&lm, m, 0, threads, &e) || qe_lm_set_parallel(&lm, parallel, &e)) {
+    if (qe_lm_infer_init(&lm, m, 0, threads, &e) || qe_lm_set_parallel(&lm, parallel, &e) ||
+        qe_lm_set_numerics(&lm, numerics, &e)) {
         printf("  %s\n", e.msg);
         return -1;
     }
@@ -92,8 +97,9 @@ static void same_answers(const char *path)
                 qe_task_result_free(&other);
             qe_task_free(t2);
         }
-        printf("  %s %s: %zu items (%zu response bytes%s) identical with parallel 1 "
-               "(1 thread) and 16 (2 threads)\n", strrchr(path, '/') + 1, tasks[k], base.n_items, n_chars,
+        printf("  %s %s (%s): %zu items (%zu response bytes%s) identical with parallel 1 "
+               "(1 thread) and 16 (2 threads)\n", strrchr(path, '/') + 1, tasks[k],
+               qe_numerics_name(numerics), base.n_items, n_chars,
                base.skipped[0] ? ", sandbox skipped" : "");
         qe_task_result_free(&base);
         qe_task_free(t);
@@ -105,6 +111,10 @@ TEST(same_answers_any_parallel_and_threads)
 {
     same_answers(test_asset("models/stories260K/stories260K.gguf"));
     same_answers(test_asset("testdata/llamacpp/rand-llama-256-Q4_K_M.gguf"));
+    numerics = QE_NUMERICS_INT8; /* the eval --numerics int8 path */
+    same_answers(test_asset("testdata/llamacpp/rand-llama-256-Q4_K_M.gguf"));
+    same_answers(test_asset("testdata/llamacpp/rand-llama-256-Q8_0.gguf"));
+    numerics = QE_NUMERICS_EXACT;
 }
 
 TEST(bad_parallel_refused)
@@ -120,6 +130,9 @@ TEST(bad_parallel_refused)
     CHECK(qe_lm_set_parallel(&lm, 0, &e) == QE_EINVAL && strstr(e.msg, "expected 1 .. 256"));
     CHECK(qe_lm_set_parallel(&lm, 100000, &e) == QE_EINVAL);
     CHECK(qe_lm_set_parallel(&lm, 4, &e) == 0);
+    CHECK(qe_lm_set_numerics(&lm, QE_NUMERICS_LLAMACPP, &e) == QE_EINVAL &&
+          strstr(e.msg, "expected exact"));
+    CHECK(qe_lm_set_numerics(&lm, QE_NUMERICS_INT8, &e) == 0);
     const int d = qe_lm_default_parallel(m, lm.n_ctx);
     CHECKF(d >= 1 && d <= 16, "default %d", d);
     qe_lm_free(&lm);

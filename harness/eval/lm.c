@@ -26,6 +26,7 @@ typedef struct lm_impl {
     int n_ctx, n_threads; /* as created */
     int parallel;         /* generate_many: sequences in flight (slots 0..parallel-1;
                              slot `parallel` holds the shared prefix) */
+    int numerics;         /* QE_NUMERICS_EXACT (default) or _INT8 */
 } lm_impl;
 
 static int li_tokenize(qe_lm *lm, const char *text, size_t len, int32_t **ids, size_t *n,
@@ -443,6 +444,21 @@ int qe_lm_default_parallel(const qe_model *m, int n_ctx)
     return b;
 }
 
+/* A new core for im with `parallel` + 1 sequence slots in `numerics`
+ * (the KV cache starts empty); on error im is left as it was. */
+static int recreate(lm_impl *im, int parallel, int numerics, qe_err *err)
+{
+    qe_infer_opts io = {.n_ctx = im->n_ctx, .n_threads = im->n_threads, .n_seq = parallel + 1,
+                        .numerics = numerics};
+    qe_infer *inf = qe_infer_new(im->m, &io, err);
+    if (!inf)
+        return err ? err->code : QE_ENOMEM;
+    qe_infer_free(im->inf);
+    im->inf = inf;
+    im->n_cache = 0;
+    return 0;
+}
+
 int qe_lm_set_parallel(qe_lm *lm, int parallel, qe_err *err)
 {
     if (parallel < 1 || parallel > QE_LM_MAX_PARALLEL)
@@ -453,15 +469,26 @@ int qe_lm_set_parallel(qe_lm *lm, int parallel, qe_err *err)
     lm_impl *im = lm->impl;
     if (im->parallel == parallel)
         return 0;
-    qe_infer_opts io = {.n_ctx = im->n_ctx, .n_threads = im->n_threads, .n_seq = parallel + 1};
-    qe_infer *inf = qe_infer_new(im->m, &io, err);
-    if (!inf)
-        return err ? err->code : QE_ENOMEM;
-    qe_infer_free(im->inf);
-    im->inf = inf;
-    im->n_cache = 0;
-    im->parallel = parallel;
-    return 0;
+    int rc = recreate(im, parallel, im->numerics, err);
+    if (rc == 0)
+        im->parallel = parallel;
+    return rc;
+}
+
+int qe_lm_set_numerics(qe_lm *lm, int numerics, qe_err *err)
+{
+    if (numerics != QE_NUMERICS_EXACT && numerics != QE_NUMERICS_INT8)
+        return qe_err_set(err, QE_EINVAL, "numerics %d: expected exact (%d) or int8 (%d)",
+                          numerics, QE_NUMERICS_EXACT, QE_NUMERICS_INT8);
+    if (!lm || lm->ops != &li_ops)
+        return 0; /* other models have their own arithmetic */
+    lm_impl *im = lm->impl;
+    if (im->numerics == numerics)
+        return 0;
+    int rc = recreate(im, im->parallel, numerics, err);
+    if (rc == 0)
+        im->numerics = numerics;
+    return rc;
 }
 
 int qe_lm_infer_init(qe_lm *lm, const qe_model *m, int n_ctx, int n_threads, qe_err *err)

@@ -74,6 +74,10 @@ void qe_lm_free(qe_lm *lm);
  * until set).  Recreates the core with B+1 KV slots (one for the shared
  * prefix); errors (QE_ENOMEM with the memory needed) leave lm as it was. */
 int qe_lm_set_parallel(qe_lm *lm, int parallel, qe_err *err);
+/* Arithmetic of the real model's forward passes: QE_NUMERICS_EXACT (the
+ * default) or QE_NUMERICS_INT8 (harness/infer/infer.h).  Recreates the
+ * core; errors leave lm as it was.  A no-op for other models. */
+int qe_lm_set_numerics(qe_lm *lm, int numerics, qe_err *err);
 /* A default for --parallel: 16, fewer when their KV caches would take more
  * than a quarter of the machine's memory (at least 1). */
 int qe_lm_default_parallel(const struct qe_model *m, int n_ctx);
