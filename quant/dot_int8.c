@@ -204,17 +204,25 @@ static void unpack_q3_K(const void *vx, int n, uint8_t *q, float *s, float *m)
     }
 }
 
+/* q4_K/q5_K: the 8 sub-blocks' scale products d*sc and mins -(dmin*mn) */
+static inline __attribute__((always_inline)) void k4_scales(float d, float dmin,
+                                                            const uint8_t *scales, float *s,
+                                                            float *m)
+{
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, mn;
+        qe_scale_min_k4(j, scales, &sc, &mn);
+        s[j] = d * sc;
+        m[j] = -(dmin * mn);
+    }
+}
+
 static void unpack_q4_K(const void *vx, int n, uint8_t *q, float *s, float *m)
 {
     const qe_block_q4_K *x = vx;
     for (int i = 0; i < n / QE_QK_K; i++, q += QE_QK_K, s += 8, m += 8) {
         const float d = qe_h2f(x[i].d), dmin = qe_h2f(x[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, mn;
-            qe_scale_min_k4(j, x[i].scales, &sc, &mn);
-            s[j] = d * sc;
-            m[j] = -(dmin * mn);
-        }
+        k4_scales(d, dmin, x[i].scales, s, m);
         for (int p = 0; p < 4; p++)
             for (int l = 0; l < 32; l++) {
                 q[64 * p + l] = x[i].qs[32 * p + l] & 15;
@@ -228,12 +236,7 @@ static void unpack_q5_K(const void *vx, int n, uint8_t *q, float *s, float *m)
     const qe_block_q5_K *x = vx;
     for (int i = 0; i < n / QE_QK_K; i++, q += QE_QK_K, s += 8, m += 8) {
         const float d = qe_h2f(x[i].d), dmin = qe_h2f(x[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, mn;
-            qe_scale_min_k4(j, x[i].scales, &sc, &mn);
-            s[j] = d * sc;
-            m[j] = -(dmin * mn);
-        }
+        k4_scales(d, dmin, x[i].scales, s, m);
         for (int p = 0; p < 4; p++)
             for (int l = 0; l < 32; l++) {
                 const uint8_t h = x[i].qh[l] >> (2 * p);
@@ -313,12 +316,7 @@ UTGT static void unpack_q4_K_avx512(const void *vx, int n, uint8_t *q, float *s,
     const __m256i lo4 = _mm256_set1_epi8(15);
     for (int i = 0; i < n / QE_QK_K; i++, q += QE_QK_K, s += 8, m += 8) {
         const float d = h2f_fast(x[i].d), dmin = h2f_fast(x[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, mn;
-            qe_scale_min_k4(j, x[i].scales, &sc, &mn);
-            s[j] = d * sc;
-            m[j] = -(dmin * mn);
-        }
+        k4_scales(d, dmin, x[i].scales, s, m);
         for (int p = 0; p < 4; p++) {
             const __m256i v = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * p));
             _mm256_storeu_si256((__m256i *)(q + 64 * p), _mm256_and_si256(v, lo4));
@@ -398,12 +396,7 @@ UTGT static void unpack_q5_K_avx512(const void *vx, int n, uint8_t *q, float *s,
     const __m256i lo4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
     for (int i = 0; i < n / QE_QK_K; i++, q += QE_QK_K, s += 8, m += 8) {
         const float d = h2f_fast(x[i].d), dmin = h2f_fast(x[i].dmin);
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, mn;
-            qe_scale_min_k4(j, x[i].scales, &sc, &mn);
-            s[j] = d * sc;
-            m[j] = -(dmin * mn);
-        }
+        k4_scales(d, dmin, x[i].scales, s, m);
         const __m256i qh = _mm256_loadu_si256((const __m256i *)x[i].qh);
         for (int p = 0; p < 4; p++) {
             const __m256i v = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * p));
