@@ -296,17 +296,23 @@ UTGT static inline __m256i nibbles_16(const uint8_t *qs)
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), lo4), _mm_and_si128(v, lo4));
 }
 
+/* the 5-bit values of a q5_0/q5_1 block (q5_bytes' vector twin) */
+UTGT static inline void q5_bytes_avx512(const uint8_t qh4[4], const uint8_t qs[16], uint8_t *q)
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, sizeof qh);
+    const __m256i v =
+        _mm256_or_si256(nibbles_16(qs), _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(16)));
+    _mm256_storeu_si256((__m256i *)q, v);
+}
+
 UTGT static void unpack_q5_0_avx512(const void *vx, int n, uint8_t *q, float *s, float *m)
 {
     (void)m;
     const qe_block_q5_0 *x = vx;
-    const __m256i b4 = _mm256_set1_epi8(16);
     for (int i = 0; i < n / 32; i++, q += 32) {
         s[i] = h2f_fast(x[i].d);
-        uint32_t qh;
-        memcpy(&qh, x[i].qh, sizeof qh);
-        const __m256i v = _mm256_or_si256(nibbles_16(x[i].qs), _mm256_maskz_mov_epi8(qh, b4));
-        _mm256_storeu_si256((__m256i *)q, v);
+        q5_bytes_avx512(x[i].qh, x[i].qs, q);
     }
 }
 
@@ -379,14 +385,10 @@ UTGT static void unpack_q4_1_avx512(const void *vx, int n, uint8_t *q, float *s,
 UTGT static void unpack_q5_1_avx512(const void *vx, int n, uint8_t *q, float *s, float *m)
 {
     const qe_block_q5_1 *x = vx;
-    const __m256i b4 = _mm256_set1_epi8(16);
     for (int i = 0; i < n / 32; i++, q += 32) {
         s[i] = h2f_fast(x[i].d);
         m[i] = h2f_fast(x[i].m);
-        uint32_t qh;
-        memcpy(&qh, x[i].qh, sizeof qh);
-        const __m256i v = _mm256_or_si256(nibbles_16(x[i].qs), _mm256_maskz_mov_epi8(qh, b4));
-        _mm256_storeu_si256((__m256i *)q, v);
+        q5_bytes_avx512(x[i].qh, x[i].qs, q);
     }
 }
 

@@ -1052,6 +1052,15 @@ static bool few_tokens(int t_gemm)
     return t_gemm > 2 && t_gemm <= SWAP_MAX_T;
 }
 
+/* y[t][r0 + r] += w's bias[r0 + r] for t < T, r < rows (if w has one) */
+static void add_bias(const qe_wt *w, int T, float *y, int ldy, int r0, int rows)
+{
+    if (w->bias)
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < rows; r++)
+                y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+}
+
 /*
  * y[t][r0..r0+rows) = x[t] . W[r0..r0+rows)^T (+ bias) for t < T.
  * Prefill: dequantize the tile once, transpose it to k-major and apply it
@@ -1084,10 +1093,7 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, cons
             qe_i8_unpack(w->t->type, cs, w->row_nbytes, nc, n_in, s->tile, inf->i8_vnni);
             qe_i8_gemm(w->t->type, s->tile, nc, n_in, xq, T, y + r0 + c0, ldy, inf->i8_vnni);
         }
-        if (w->bias)
-            for (int t = 0; t < T; t++)
-                for (int r = 0; r < rows; r++)
-                    y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+        add_bias(w, T, y, ldy, r0, rows);
         return;
     }
     if (t_gemm == 0) {
@@ -1144,10 +1150,7 @@ static void mm_tile(qe_infer *inf, const qe_wt *w, const float *x, int ldx, cons
         for (int r = 0; r < rows; r++)
             y[(size_t)t * ldy + r0 + r] =
                 qe_dot_f32(isa, n_in, x + (size_t)t * ldx, s->tile + (size_t)r * n_in);
-    if (w->bias)
-        for (int t = 0; t < T; t++)
-            for (int r = 0; r < rows; r++)
-                y[(size_t)t * ldy + r0 + r] += w->bias[r0 + r];
+    add_bias(w, T, y, ldy, r0, rows);
 }
 
 /* Up to 3 weights applied to the same input in one pool job (q/k/v;
@@ -1318,7 +1321,8 @@ static int mm_run(mm_job *J, qe_err *err)
     bool any_i8 = false;
     for (int j = 0; j < J->n_w; j++)
         any_i8 = any_i8 || i8_path(J->inf, J->w[j]);
-    if (any_i8 && same_in && qe_i8_act_nbytes(J->T, n_in) <= J->inf->xq_nbytes) { /* int8 numerics: x quantized once, tokens over the threads */
+    /* int8 numerics: x quantized once for all tiles, its tokens over the threads */
+    if (any_i8 && same_in && qe_i8_act_nbytes(J->T, n_in) <= J->inf->xq_nbytes) {
         J->xq = J->inf->xq;
         run_job(J->inf, 2.0 * J->T * n_in, J->T, quantize_item, J);
         qe_i8_act_clear(J->T, n_in, J->inf->xq);
